@@ -1,0 +1,40 @@
+# From Bag-of-Words to Strawberry. Quick start: `make lab` (JupyterLab) and `make test`.
+# Without conda: a virtual environment in $(VENV), built from environment.yml's pip list when missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+NOTEBOOKS ?=
+
+.PHONY: setup lab test unit notebooks course bench clean-cache
+
+setup: $(READY)
+
+$(READY): environment.yml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 11) <= v <= (3, 13), \
+		f"the course needs Python 3.11 to 3.13; $(PYTHON) is {v[0]}.{v[1]} (try: make PYTHON=python3.12 ...)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	awk '/^  - pip:/{p=1;next} p&&/^ +- /{sub(/^ +- /,"");print}' environment.yml > $(VENV)/requirements.txt
+	@echo "Installing the course's packages (llama-cpp-python compiles from source: about 5 minutes)..."
+	$(BIN)/python -m pip install --requirement $(VENV)/requirements.txt
+	touch $(READY)
+
+lab: setup
+	cd notebooks && ../$(BIN)/jupyter lab
+
+# Unit tests, then every notebook alone in a fresh kernel in fast mode.
+test: setup
+	$(BIN)/python -m pytest tests
+
+# Every notebook in full mode, outputs saved into the notebooks (NOTEBOOKS="04 05" for some).
+course: setup
+	$(BIN)/python tools/run_notebooks.py course $(NOTEBOOKS)
+
+# Full-mode wall time, peak memory and key figures per notebook, plus the benchmarks, into bench/results.json.
+bench: setup
+	$(BIN)/python tools/run_notebooks.py bench $(NOTEBOOKS)
+
+clean-cache:
+	rm -rf .cache/llmlab

@@ -1,0 +1,270 @@
+"""The course GPT: GPT-2's architecture in one readable file.
+
+Module names follow GPT-2's (`transformer.h.0.attn.c_attn`, ...), so converting to and from `transformers`'
+GPT2LMHeadModel is a renaming plus a transpose: GPT-2 stores its projections as Conv1D, (in, out), where
+nn.Linear stores (out, in).
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llmlab.attention import causal_mask, scaled_dot_product_attention
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024  # the context window, in tokens
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # GPT-2 has biases in its linear layers and layer norms
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, one pair per layer, so each new token costs one step."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's (B, heads, T, head_dim) keys and values; return all of them so far."""
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
+        return self.keys[layer], self.values[layer]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # query, key, value at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, heads, T, head_dim): each head attends in its own subspace
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = len(cache) if cache is not None else 0
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        if past == 0:
+            mask, causal = None, True
+        elif T == 1:
+            mask, causal = None, False  # one new token may look at everything before it
+        else:  # several new tokens after a cached prefix: each sees the prefix and the new tokens up to itself
+            mask, causal = causal_mask(T, past).to(x.device), False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None):
+        x = x + self.attn(self.ln_1(x), layer, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2 scales residual projections by 1/sqrt(2 * layers)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameters, counting the tied embedding once; non_embedding leaves out the position table."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """Logits (B, T, vocab) for token ids (B, T); the mean cross-entropy too when targets are given.
+
+        With a cache, idx holds only the new tokens: their positions continue after the cached ones.
+        """
+        B, T = idx.shape
+        past = len(cache) if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"{past + T} tokens do not fit the context window of {self.config.block_size} "
+                             "(GPTConfig.block_size): keep only the last tokens, or use a larger block_size")
+        if T and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), the vocabulary; "
+                             f"got {idx.min().item()} .. {idx.max().item()}")
+        pos = torch.arange(past, past + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, layer, cache)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)
+        return logits, loss
+
+
+@torch.no_grad()
+def attention_maps(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The attention weights of every layer and head, (layers, heads, T, T), for one sequence of token ids.
+
+    The fast kernel never materialises the weights, so each layer's queries and keys are recomputed from the
+    input its attention received (caught with a forward hook) and put through attention by hand.
+    """
+    idx = idx if idx.dim() == 2 else idx[None]
+    if idx.shape[0] != 1:
+        raise ValueError("attention_maps takes one sequence of token ids")
+    inputs = []
+    hooks = [block.attn.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
+             for block in model.transformer.h]
+    try:
+        model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps = []
+    for block, x in zip(model.transformer.h, inputs):
+        B, T, C = x.shape
+        q, k, v = block.attn.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, block.attn.n_head, C // block.attn.n_head).transpose(1, 2) for t in (q, k, v))
+        _, weights = scaled_dot_product_attention(q, k, v, causal_mask(T).to(x.device))
+        maps.append(weights[0])
+    return torch.stack(maps)
+
+
+# --- GPT-2 in `transformers` <-> the course GPT -------------------------------------------------------------
+
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_config(config: GPTConfig):
+    """The `transformers` GPT2Config of a course GPT."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, activation_function="gelu_new",
+        resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+        layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+    )
+
+
+def to_transformers(model: GPT):
+    """A `transformers` GPT2LMHeadModel holding the same weights as a course GPT."""
+    from transformers import GPT2LMHeadModel
+
+    if not model.config.bias:
+        raise ValueError("GPT-2 has biases; only a GPT with bias=True converts")
+    hf = GPT2LMHeadModel(hf_config(model.config))
+    state = {}
+    for name, tensor in model.state_dict().items():
+        state[name] = tensor.t() if name.endswith(_CONV1D) else tensor
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith(("attn.bias", "attn.masked_bias"))]
+    if missing or unexpected:
+        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
+    hf.tie_weights()
+    return hf.eval()
+
+
+def from_transformers(hf_model) -> GPT:
+    """A course GPT holding the weights of a `transformers` GPT2LMHeadModel (e.g. the real GPT-2)."""
+    c = hf_model.config
+    config = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
+                       n_embd=c.n_embd, dropout=0.0, bias=True)
+    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"the course GPT uses tanh GELU, not {c.activation_function}")
+    model = GPT(config)
+    ours = model.state_dict()
+    for name, tensor in hf_model.state_dict().items():
+        if name.endswith(("attn.bias", "attn.masked_bias")) or name not in ours:
+            continue
+        ours[name].copy_(tensor.t() if name.endswith(_CONV1D) else tensor)
+    return model.eval()
+
+
+GPT2_HOW_TO_GET = ("GPT-2 is not on this machine; to get it once (500 MB, online): python -c \"from transformers "
+                   "import AutoTokenizer, GPT2LMHeadModel as M; M.from_pretrained('gpt2'); "
+                   "AutoTokenizer.from_pretrained('gpt2')\"")
+
+
+def local_gpt2(name_or_path: str = "gpt2"):
+    """(GPT2LMHeadModel, tokenizer) from a local folder or the Hugging Face cache, never the network.
+
+    Returns (None, None) and prints one line on how to get it when it is not there. The tokenizer is None
+    when only the weights are present.
+    """
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    try:
+        model = GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=True)
+    except (OSError, ValueError):
+        print(GPT2_HOW_TO_GET if name_or_path == "gpt2" else f"no GPT-2 model at {name_or_path!r} on this machine")
+        return None, None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+    except (OSError, ValueError):
+        tokenizer = None
+    return model.eval(), tokenizer
+
+
+def config_dict(config: GPTConfig) -> dict:
+    return asdict(config)
