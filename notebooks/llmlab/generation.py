@@ -1,0 +1,154 @@
+"""Turning a language model into text: the sampling controls and the generation loop.
+
+A model gives logits for the next token. Each control reshapes the distribution they define before one token
+is drawn from it:
+
+    temperature  divides the logits: below 1 sharpens the distribution, above 1 flattens it; 0 means greedy
+    top_k        keeps the k most likely tokens
+    top_p        keeps the smallest set of most likely tokens whose probabilities add up to at least p
+
+`generate` repeats "logits -> reshape -> draw -> append" until max_new_tokens or a stop token. With
+use_cache=True it feeds the model only the newest token and keeps every earlier token's keys and values in a
+`KVCache`: the same logits for a fraction of the work.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from llmlab.gpt import KVCache
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits divided by the temperature (> 0). Temperature 0 is greedy decoding, handled by the caller."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 here (0 means greedy), not {temperature}")
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Logits with all but the k largest set to -inf (ties with the k-th largest are kept). None keeps all."""
+    if k is None or k >= logits.size(-1):
+        return logits
+    if k < 1:
+        raise ValueError(f"top_k must be at least 1, not {k}")
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """Logits outside the nucleus set to -inf: the smallest set of most likely tokens with probability >= p.
+
+    The most likely token is always kept, so p close to 0 is greedy and p = 1 (or None) keeps everything.
+    """
+    if p is None or p >= 1.0:
+        return logits
+    if p <= 0:
+        raise ValueError(f"top_p must be in (0, 1], not {p}")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = F.softmax(sorted_logits, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of the more likely tokens ahead of each one
+    drop_sorted = mass_before >= p  # the set already reached p without this token
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                            top_p: float | None = None) -> torch.Tensor:
+    """Probabilities of the next token after temperature, then top-k, then top-p (the order most libraries use).
+
+    Temperature 0 puts all the probability on the most likely token (greedy).
+    """
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(torch.float32)
+    logits = apply_temperature(logits.float(), temperature)
+    logits = top_p_filter(top_k_filter(logits, top_k), top_p)
+    return F.softmax(logits, dim=-1)
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of logits (..., vocab), drawn after the controls reshape the distribution."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)  # greedy: no randomness at all
+    probs = next_token_distribution(logits, temperature, top_k, top_p)
+    flat = probs.reshape(-1, probs.size(-1))
+    drawn = torch.multinomial(flat, 1, generator=generator)
+    return drawn.reshape(probs.shape[:-1])
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, stop_tokens=(), use_cache: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Continue the token ids idx, shape (1, T), by up to max_new_tokens tokens.
+
+    Returns the FULL sequence, prompt included, shape (1, T + n) with n <= max_new_tokens (nanoGPT's
+    convention); the new tokens are `out[:, idx.size(1):]`. Generation stops early after the first token in
+    stop_tokens, which is kept as the last token of the output so the caller can see why it stopped.
+    temperature=0 is greedy decoding. generator (a torch.Generator on the model's device) makes sampling
+    repeatable.
+
+    use_cache=True feeds the model only the newest token and reuses the cached keys and values of the others.
+    Once the sequence outgrows the context window (block_size) the window slides; every token's learned
+    position then changes, so no cached key is valid any more and each step recomputes the last block_size
+    tokens, exactly what use_cache=False does.
+    """
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"generate takes one sequence of token ids, shape (1, T), not {tuple(idx.shape)}")
+    if idx.size(1) == 0:
+        raise ValueError("the prompt is empty: give at least one token (for example the end-of-text token)")
+    stop = set(int(t) for t in stop_tokens)
+    block_size = model.config.block_size
+    was_training = model.training
+    model.eval()  # no dropout while generating
+    try:
+        idx = idx.to(_model_device(model))
+        cache = KVCache() if use_cache else None
+        fed = 0  # how many tokens of idx the cache holds
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= block_size:
+                logits, _ = model(idx[:, fed:], cache=cache)
+                fed = idx.size(1)
+            else:  # no cache, or the window has slid: recompute on the last block_size tokens
+                logits, _ = model(idx[:, -block_size:])
+            next_id = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat([idx, next_id.view(1, 1)], dim=1)
+            if int(next_id) in stop:
+                break
+    finally:
+        model.train(was_training)
+    return idx
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    """Token ids from a `transformers` tokenizer or a `tokenizers.Tokenizer`, with no special tokens added."""
+    encoded = tokenizer.encode(text, add_special_tokens=False)
+    return encoded.ids if hasattr(encoded, "ids") else list(encoded)
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, stop_tokens=(), use_cache: bool = True,
+                  generator: torch.Generator | None = None) -> str:
+    """The text the model writes after prompt (the continuation only, without the prompt or a stop token).
+
+    An empty prompt starts from the end-of-text token, so a base model "dreams" a new document.
+    """
+    ids = _encode(tokenizer, prompt)
+    if not ids:
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise ValueError("the prompt is empty and the tokenizer has no end-of-text token to start from")
+        ids = [eos]
+    idx = torch.tensor([ids], dtype=torch.long)
+    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   stop_tokens=stop_tokens, use_cache=use_cache, generator=generator)
+    new = out[0, len(ids):].tolist()
+    if new and new[-1] in set(int(t) for t in stop_tokens):
+        new = new[:-1]
+    return tokenizer.decode(new)
