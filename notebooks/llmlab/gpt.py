@@ -62,7 +62,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim): each head attends in its own subspace
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        past = len(cache) if cache is not None else 0
+        # this layer's cached length: earlier layers have already appended this step's keys
+        past = cache.keys[layer].shape[2] if cache is not None and layer < len(cache.keys) else 0
         if cache is not None:
             k, v = cache.update(layer, k, v)
         if past == 0:
@@ -193,6 +194,9 @@ def attention_maps(model: GPT, idx: torch.Tensor) -> torch.Tensor:
 # --- GPT-2 in `transformers` <-> the course GPT -------------------------------------------------------------
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Buffers of older GPT-2 checkpoints (the causal mask), not weights. The leading dot matters: "c_attn.bias" is a
+# weight, and a plain endswith("attn.bias") would drop it.
+_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
 
 
 def hf_config(config: GPTConfig):
@@ -204,6 +208,9 @@ def hf_config(config: GPTConfig):
         n_layer=config.n_layer, n_head=config.n_head, activation_function="gelu_new",
         resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
         layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+        # GPT-2's <|endoftext|> is id 50256; another vocabulary sets its own (llmlab.export does)
+        bos_token_id=50256 if config.vocab_size > 50256 else None,
+        eos_token_id=50256 if config.vocab_size > 50256 else None,
     )
 
 
@@ -218,7 +225,7 @@ def to_transformers(model: GPT):
     for name, tensor in model.state_dict().items():
         state[name] = tensor.t() if name.endswith(_CONV1D) else tensor
     missing, unexpected = hf.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith(("attn.bias", "attn.masked_bias"))]
+    missing = [m for m in missing if not m.endswith(_MASK_BUFFERS)]
     if missing or unexpected:
         raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
     hf.tie_weights()
@@ -233,11 +240,16 @@ def from_transformers(hf_model) -> GPT:
     if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"the course GPT uses tanh GELU, not {c.activation_function}")
     model = GPT(config)
-    ours = model.state_dict()
+    ours, filled = model.state_dict(), {"lm_head.weight"}  # the output layer is the (tied) token table
     for name, tensor in hf_model.state_dict().items():
-        if name.endswith(("attn.bias", "attn.masked_bias")) or name not in ours:
+        if name.endswith(_MASK_BUFFERS):
             continue
+        if name not in ours:
+            raise ValueError(f"{name} has no place in the course GPT")
         ours[name].copy_(tensor.t() if name.endswith(_CONV1D) else tensor)
+        filled.add(name)
+    if set(ours) - filled:
+        raise ValueError(f"weights missing from the GPT-2 model: {sorted(set(ours) - filled)}")
     return model.eval()
 
 
@@ -263,6 +275,8 @@ def local_gpt2(name_or_path: str = "gpt2"):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
     except (OSError, ValueError):
         tokenizer = None
+    if tokenizer is not None and len(tokenizer) < model.config.vocab_size:
+        tokenizer = None  # a folder with weights only can still yield an empty tokenizer: not GPT-2's
     return model.eval(), tokenizer
 
 
