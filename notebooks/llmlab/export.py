@@ -1,0 +1,219 @@
+"""The model as two files: export a course GPT for the tools that run real open models.
+
+    export_transformers(model, tokenizer, folder)   a `transformers` folder: config.json, model.safetensors and
+                                                   the tokenizer; `pipeline("text-generation", model=folder)`
+    export_gguf(model, tokenizer, path)             one GGUF file (architecture "gpt2", with its BPE tokenizer)
+                                                   that llama.cpp and `llama-cpp-python` run
+
+Both hold the same weights as the course GPT, so greedy decoding gives the same tokens; `greedy_tokens_*`
+below run each tool that way so a test (and notebook 07) can check it.
+
+GGUF is llama.cpp's single-file format: a header of key/value metadata (architecture, sizes, the whole
+tokenizer) followed by the tensors, each under the name llama.cpp's GPT-2 graph looks up (`blk.0.attn_qkv`...).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmlab.gpt import GPT, to_transformers
+
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, what the course GPT (and GPT-2) use
+
+
+# --- `transformers` -----------------------------------------------------------------------------------------
+
+def as_transformers_tokenizer(tokenizer):
+    """A `transformers` fast tokenizer, from one (returned as is) or from a `tokenizers.Tokenizer`."""
+    from transformers import PreTrainedTokenizerFast
+
+    if isinstance(tokenizer, PreTrainedTokenizerFast):
+        return tokenizer
+    if hasattr(tokenizer, "to_str"):  # a bare `tokenizers.Tokenizer`: take its first special token as eos
+        wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+        specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
+        if specials:
+            wrapped.eos_token = wrapped.bos_token = wrapped.pad_token = specials[0]
+        return wrapped
+    raise ValueError(f"expected a transformers or tokenizers tokenizer, not {type(tokenizer).__name__}")
+
+
+def export_transformers(model: GPT, tokenizer, folder) -> Path:
+    """Write model and tokenizer as a `transformers` GPT-2 folder (safetensors weights); return the folder."""
+    from transformers import GenerationConfig
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = as_transformers_tokenizer(tokenizer)
+    hf = to_transformers(model)
+    eos = tokenizer.eos_token_id
+    # GPT2Config defaults to GPT-2's own end-of-text id, 50256; the course tokenizer has its own.
+    hf.config.bos_token_id = hf.config.eos_token_id = hf.config.pad_token_id = eos
+    hf.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def greedy_tokens_transformers(folder, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """The new token ids `transformers` generates greedily from the exported folder (stopping at eos)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+                          do_sample=False, max_new_tokens=max_new_tokens)
+    return out[0, len(prompt_ids):].tolist()
+
+
+# --- GGUF -----------------------------------------------------------------------------------------------------
+
+def gguf_tensor_name(name: str) -> str | None:
+    """The GGUF name llama.cpp's GPT-2 graph uses for a course GPT parameter (None: not written)."""
+    if name == "lm_head.weight":
+        return None  # tied to the token embedding: llama.cpp reuses token_embd when `output` is absent
+    fixed = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+             "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
+    if name in fixed:
+        return fixed[name]
+    parts = name.split(".")  # transformer.h.<N>.<module>[.<sub>].<weight|bias>
+    if parts[:2] != ["transformer", "h"]:
+        raise ValueError(f"no GGUF name for parameter {name}")
+    block, module, kind = parts[2], ".".join(parts[3:-1]), parts[-1]
+    per_block = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+                 "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    if module not in per_block:
+        raise ValueError(f"no GGUF name for parameter {name}")
+    return f"blk.{block}.{per_block[module]}.{kind}"
+
+
+def _tokenizer_for_gguf(tokenizer, vocab_size: int):
+    """Tokens (by id), their types, the merges and the eos id of a byte-level BPE tokenizer."""
+    from gguf import TokenType
+
+    tokenizer = as_transformers_tokenizer(tokenizer)
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
+        raise ValueError("GGUF's 'gpt2' tokenizer needs a byte-level BPE tokenizer (GPT-2's recipe)")
+    by_id = {i: t for t, i in spec["model"]["vocab"].items()}
+    special = {t["id"]: t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+    by_id.update(special)
+    if max(by_id) >= vocab_size:
+        raise ValueError(f"the tokenizer has ids up to {max(by_id)} but the model only {vocab_size} embeddings")
+    tokens, types = [], []
+    for i in range(vocab_size):  # ids the tokenizer never produces (padding rows of the embedding) are unused
+        tokens.append(by_id.get(i, f"[PAD{i}]"))
+        types.append(TokenType.CONTROL if i in special else TokenType.NORMAL if i in by_id else TokenType.UNUSED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    return tokens, types, merges, tokenizer.eos_token_id
+
+
+def export_gguf(model: GPT, tokenizer, path, *, dtype: str = "f32") -> Path:
+    """Write model and tokenizer as one GGUF file for llama.cpp; return its path.
+
+    dtype "f32" keeps the weights exactly; "f16" halves the file (2-D weight matrices in half precision;
+    norms and biases stay f32, as llama.cpp expects).
+    """
+    import gguf
+
+    if dtype not in ("f32", "f16"):
+        raise ValueError(f"dtype must be 'f32' or 'f16', not {dtype!r}")
+    if not model.config.bias:
+        raise ValueError("llama.cpp's GPT-2 graph has biases; only a GPT with bias=True exports")
+    c = model.config
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokens, types, merges, eos = _tokenizer_for_gguf(tokenizer, c.vocab_size)
+
+    writer = gguf.GGUFWriter(str(path), arch="gpt2")
+    writer.add_name("llmlab course GPT")
+    writer.add_context_length(c.block_size)
+    writer.add_embedding_length(c.n_embd)
+    writer.add_feed_forward_length(4 * c.n_embd)
+    writer.add_block_count(c.n_layer)
+    writer.add_head_count(c.n_head)
+    writer.add_layer_norm_eps(LAYER_NORM_EPS)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_tokenizer_model("gpt2")  # byte-level BPE with merges
+    writer.add_tokenizer_pre("gpt-2")  # GPT-2's pre-tokenizer regex
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(eos)
+    writer.add_eos_token_id(eos)
+    writer.add_add_bos_token(False)  # like GPT-2: a prompt is not prefixed with a start token
+
+    for name, tensor in model.state_dict().items():
+        gguf_name = gguf_tensor_name(name)
+        if gguf_name is None:
+            continue
+        array = tensor.detach().to(torch.float32).cpu().numpy()
+        if dtype == "f16" and array.ndim == 2:
+            array = array.astype(np.float16)
+        # nn.Linear stores (out, in), which is the layout llama.cpp wants (GPT-2's own Conv1D must be transposed)
+        writer.add_tensor(gguf_name, array)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def gguf_metadata(path) -> dict:
+    """The key/value header of a GGUF file (architecture, sizes, tokenizer settings), without the token lists."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+    return {name: field.contents() for name, field in reader.fields.items()
+            if not name.startswith("GGUF.") and name not in skip}
+
+
+def load_gguf(path, *, exact: bool = False, logits_all: bool = False, n_threads: int | None = None):
+    """A quiet `llama_cpp.Llama` for a GGUF file, with the model's own context window.
+
+    exact=True keeps llama.cpp's attention cache in f32 (its default is f16, which rounds keys and values);
+    logits_all=True keeps the logits of every position (for `llama_cpp_logits`). Call .close() when done.
+    """
+    import llama_cpp
+
+    meta = gguf_metadata(path)
+    arch = meta["general.architecture"]
+    options = dict(model_path=str(path), n_ctx=int(meta[f"{arch}.context_length"]), verbose=False,
+                   logits_all=logits_all)
+    if n_threads:
+        options.update(n_threads=n_threads, n_threads_batch=n_threads)
+    if exact:
+        options.update(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    return llama_cpp.Llama(**options)
+
+
+def greedy_tokens_llama_cpp(llm, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """The new token ids llama.cpp generates greedily (temperature 0, top-k 1), stopping after eos."""
+    llm.reset()
+    new = []
+    for token in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+        new.append(token)
+        if token == llm.token_eos() or len(new) == max_new_tokens:
+            break
+    return new
+
+
+def llama_cpp_logits(llm, ids: list[int]) -> torch.Tensor:
+    """llama.cpp's next-token logits at every position of ids, (len(ids), vocab); needs logits_all=True."""
+    llm.reset()
+    llm.eval(ids)
+    return torch.from_numpy(llm.scores[:len(ids)].copy())
+
+
+def file_sizes(*paths) -> dict[str, int]:
+    """Bytes on disk of each file, or of every file in each folder."""
+    sizes = {}
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            sizes[str(f)] = f.stat().st_size
+    return sizes
