@@ -1,0 +1,176 @@
+"""The course's base model: a small GPT pretrained on a mixture of the course corpora (artifact "base").
+
+    model = base_model()        # from the cache in a second, or pretrained once (about 2 minutes on 2 CPU cores)
+
+The recipe is BASE_CONFIG: the data mixture (sources and sampling proportions), the model's shape and the
+training settings. The artifact folder holds the final weights (model.safetensors + config.json), a few
+earlier checkpoints (checkpoints/step_NNNNN/), the training history (history.json) and the mixture table
+(mixture.json), so notebook 06 can show the loss curve and the model getting better without training again.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from llmlab import artifacts
+from llmlab.data import (MixtureRow, batches, cut_rows, inputs_and_targets, mixture_documents, pack_documents,
+                         sample_mixture, split_documents)
+from llmlab.gpt import GPT, GPTConfig
+from llmlab.plots import LiveLossPlot
+from llmlab.runtime import by_mode, seed_everything
+from llmlab.tokenizer import course_tokenizer
+from llmlab.training import History, TrainConfig, load_model, save_model, train
+
+ARTIFACT_NAME = "base"
+
+# Every setting the base model depends on. Sizes are picked so the full build takes about two minutes on a
+# 2-core laptop CPU; fast mode is a toy that trains in seconds.
+BASE_CONFIG = {
+    "data": {
+        # Sampling proportions, as LLaMA's Table 1 gives them: the share of the training tokens drawn from each
+        # source, whatever its size. Small, clean stories are repeated; the long speeches are only sampled.
+        "proportions": {"TinyStories": 0.65, "Shakespeare": 0.25, "US presidential speeches": 0.10},
+        "val_fraction": 0.05,  # of each source's documents, held out whole
+        "max_documents": by_mode(full=None, fast=60),  # per source (fast mode tokenizes only a few)
+        "seed": 0,
+    },
+    "model": {"n_layer": by_mode(full=4, fast=2), "n_head": by_mode(full=4, fast=2),
+              "n_embd": by_mode(full=192, fast=48), "block_size": by_mode(full=256, fast=64),
+              "dropout": 0.0, "bias": True},
+    "training": {"max_steps": by_mode(full=600, fast=40), "batch_size": by_mode(full=16, fast=8),
+                 "learning_rate": 2e-3, "min_lr": 2e-4, "warmup_steps": by_mode(full=40, fast=5),
+                 "betas": [0.9, 0.99], "weight_decay": 0.1, "grad_clip": 1.0,
+                 "eval_interval": by_mode(full=50, fast=10), "eval_rows": by_mode(full=24, fast=8)},
+    "checkpoints": by_mode(full=[50, 150, 300], fast=[10, 20]),  # earlier models kept for notebook 06
+    "seed": 1337,
+}
+
+
+def train_config(config: dict = BASE_CONFIG) -> TrainConfig:
+    settings = dict(config["training"])
+    settings["betas"] = tuple(settings["betas"])
+    return TrainConfig(**settings)
+
+
+def model_config(tokenizer, config: dict = BASE_CONFIG) -> GPTConfig:
+    return GPTConfig(vocab_size=len(tokenizer), **config["model"])
+
+
+def total_training_tokens(config: dict = BASE_CONFIG) -> int:
+    t, m = config["training"], config["model"]
+    return t["max_steps"] * t["batch_size"] * m["block_size"]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the tokenizer's vocabulary and merges: a new tokenizer makes the base model stale."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class PretrainingData:
+    train_stream: torch.Tensor  # the packed training mixture, 1-D token ids
+    val_sets: dict[str, tuple[torch.Tensor, torch.Tensor]]  # per source: (inputs, targets) rows
+    mixture: list[MixtureRow]
+    eot: int
+
+
+def encode_documents(tokenizer, documents: list[str]) -> list[list[int]]:
+    """Token ids of each document (no special tokens; packing adds <|endoftext|>)."""
+    return tokenizer(documents, add_special_tokens=False)["input_ids"]
+
+
+def pretraining_data(tokenizer, config: dict = BASE_CONFIG) -> PretrainingData:
+    """Documents of each source -> train/val split -> the sampled mixture -> one packed stream, and val rows."""
+    data = config["data"]
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    block_size = config["model"]["block_size"]
+    train_sources, val_sets = {}, {}
+    for name, documents in mixture_documents(data["proportions"]).items():
+        documents = documents[: data["max_documents"]]
+        train_docs, val_docs = split_documents(documents, data["val_fraction"], seed=data["seed"])
+        train_sources[name] = encode_documents(tokenizer, train_docs)
+        val_stream = pack_documents(encode_documents(tokenizer, val_docs), eot)
+        val_sets[name] = inputs_and_targets(cut_rows(val_stream, block_size), pad_id=eot)
+    drawn, mixture = sample_mixture(train_sources, data["proportions"], total_training_tokens(config),
+                                    seed=data["seed"])
+    return PretrainingData(pack_documents(drawn, eot), val_sets, mixture, eot)
+
+
+# --- the artifact ---------------------------------------------------------------------------------------------
+
+def checkpoint_dir(folder: Path, step: int) -> Path:
+    return Path(folder) / "checkpoints" / f"step_{step:05d}"
+
+
+def pretrain(tokenizer, config: dict = BASE_CONFIG, folder: Path | None = None, *, plot: bool = True,
+             progress: bool = True) -> tuple[GPT, History, PretrainingData]:
+    """Pretrain a GPT with config (seeded); save checkpoints into folder/checkpoints when folder is given."""
+    seed_everything(config["seed"])
+    data = pretraining_data(tokenizer, config)
+    model = GPT(model_config(tokenizer, config))
+    generator = torch.Generator().manual_seed(config["seed"])
+    rows = batches(data.train_stream, config["model"]["block_size"], config["training"]["batch_size"],
+                   pad_id=data.eot, generator=generator)
+
+    def save_checkpoint(step: int, model: GPT) -> None:
+        if folder is not None and step in config["checkpoints"]:
+            save_model(model, checkpoint_dir(folder, step))
+
+    live = LiveLossPlot("Pretraining the course base model", ylabel="cross-entropy (nats/token)") if plot else None
+    history = train(model, rows, train_config(config), val_sets=data.val_sets, plot=live,
+                    on_eval=save_checkpoint, progress=progress, desc="pretraining base")
+    return model, history, data
+
+
+def _build(tokenizer):
+    def build(folder: Path) -> None:
+        start = time.perf_counter()
+        model, history, data = pretrain(tokenizer, BASE_CONFIG, folder)
+        save_model(model, folder)
+        (folder / "history.json").write_text(json.dumps(
+            {**history.to_json(), "build_seconds": time.perf_counter() - start}, indent=1))
+        (folder / "mixture.json").write_text(json.dumps([asdict(row) for row in data.mixture], indent=1))
+
+    return build
+
+
+def _artifact_config(tokenizer) -> dict:
+    return {**BASE_CONFIG, "tokenizer": tokenizer_fingerprint(tokenizer)}
+
+
+def base_model() -> GPT:
+    """The pretrained course GPT (artifact "base"), in eval mode on the CPU: cached, or pretrained once."""
+    tokenizer = course_tokenizer()
+    return artifacts.cached(ARTIFACT_NAME, build=_build(tokenizer), load=load_model,
+                            config=_artifact_config(tokenizer))
+
+
+def base_folder() -> Path:
+    """The artifact folder of the base model (built first if needed)."""
+    base_model()
+    return artifacts.entry_dir(ARTIFACT_NAME)
+
+
+def base_history() -> tuple[History, float]:
+    """The base model's training history and its build time in seconds."""
+    data = json.loads((base_folder() / "history.json").read_text())
+    build_seconds = data.pop("build_seconds")
+    return History.from_json(data), build_seconds
+
+
+def base_mixture() -> list[MixtureRow]:
+    return [MixtureRow(**row) for row in json.loads((base_folder() / "mixture.json").read_text())]
+
+
+def base_checkpoints() -> dict[int, GPT]:
+    """The base model at its saved steps, and at the end, by step."""
+    folder = base_folder()
+    found = {step: load_model(checkpoint_dir(folder, step)) for step in BASE_CONFIG["checkpoints"]}
+    found[BASE_CONFIG["training"]["max_steps"]] = load_model(folder)
+    return found
