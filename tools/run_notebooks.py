@@ -63,7 +63,8 @@ def execute(path: Path, mode: str, *, write_back: bool = False, extra_env: dict 
     """Run one notebook top to bottom in a fresh kernel with LLMLAB_MODE=mode; raise NotebookError on any error."""
     nb = nbformat.read(path, as_version=4)
     saved_env = dict(os.environ)
-    os.environ.update({"LLMLAB_MODE": mode, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **(extra_env or {})})
+    os.environ.update({"LLMLAB_MODE": mode, "LLMLAB_HEADLESS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                       **(extra_env or {})})
     try:
         client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                 resources={"metadata": {"path": str(path.parent)}})

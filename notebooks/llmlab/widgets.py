@@ -2,9 +2,13 @@
 
 Only the parts of the API the two share are used: sliders, dropdowns, text boxes, buttons, Output,
 HBox/VBox and `observe(names="value")`. `controls(fn, **widgets)` wires controls to a function whose output
-(text or a figure) is redrawn whenever a control moves, and draws it once at the start, so a notebook run
-headless (the tests, a static render on GitHub) still shows a real result.
+(text or a figure) is redrawn whenever a control moves, and draws it once at the start. When a notebook is
+executed headless (LLMLAB_HEADLESS=1, set by tools/run_notebooks.py), that first drawing goes into the cell's own
+output, so the saved notebook shows a real result even where widgets do not render (GitHub, nbviewer).
 """
+
+import contextlib
+import os
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
@@ -51,10 +55,12 @@ def controls(fn, **widgets):
     """
     out = w.Output()
 
-    def redraw(_change=None):
+    def redraw(_change=None, into=out):
+        """Draw fn's result into the Output widget, or into the cell itself when `into` is None."""
         values = {name: widget.value for name, widget in widgets.items()}
-        out.clear_output(wait=True)
-        with out:
+        if into is not None:
+            into.clear_output(wait=True)
+        with into if into is not None else contextlib.nullcontext():
             try:
                 result = fn(**values)
             except (ValueError, KeyError) as error:
@@ -68,7 +74,8 @@ def controls(fn, **widgets):
 
     for widget in widgets.values():
         widget.observe(redraw, names="value")
-    redraw()
     box = w.VBox([w.HBox(list(widgets.values()), layout=w.Layout(flex_flow="row wrap")), out])
     display(box)
+    # Headless, an Output widget's content is not saved as a cell output: draw the first result in the cell.
+    redraw(into=None if os.environ.get("LLMLAB_HEADLESS") == "1" else out)
     return box

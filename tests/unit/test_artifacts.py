@@ -10,10 +10,10 @@ CONFIG = {"d": 8, "seed": 3}
 builds = []
 
 
-def build_weights(folder):
+def build_weights(folder, config=CONFIG):
     builds.append(folder)
-    runtime.seed_everything(CONFIG["seed"])
-    save_file({"w": torch.randn(CONFIG["d"], CONFIG["d"])}, folder / "weights.safetensors")
+    runtime.seed_everything(config["seed"])
+    save_file({"w": torch.randn(config["d"], config["d"])}, folder / "weights.safetensors")
 
 
 def load_weights(folder):
@@ -21,7 +21,8 @@ def load_weights(folder):
 
 
 def get(config=CONFIG):
-    return artifacts.cached("toy", build=build_weights, load=load_weights, config=config)
+    return artifacts.cached("toy", build=lambda folder: build_weights(folder, config), load=load_weights,
+                            config=config)
 
 
 def test_cache_hit_returns_the_built_weights_without_rebuilding(cache_dir):
@@ -44,7 +45,7 @@ def test_build_is_deterministic(cache_dir):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
 def test_corrupt_entry_is_rebuilt_with_a_message(cache_dir, capsys, damage):
-    good = get()
+    good = get().clone()  # safetensors maps the file: damaging it in place would change `good` too
     folder = artifacts.entry_dir("toy")
     weights = folder / "weights.safetensors"
     if damage == "truncate":
