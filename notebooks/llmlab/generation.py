@@ -12,6 +12,9 @@ use_cache=True it feeds the model only the newest token and keeps every earlier 
 `KVCache`: the same logits for a fraction of the work.
 """
 
+import time
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -81,6 +84,39 @@ def _model_device(model) -> torch.device:
 
 
 @torch.no_grad()
+def stream_tokens(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, stop_tokens=(), use_cache: bool = True,
+                  generator: torch.Generator | None = None) -> Iterator[int]:
+    """Yield the new token ids one at a time, as a chat interface streams them (arguments as in `generate`)."""
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"generate takes one sequence of token ids, shape (1, T), not {tuple(idx.shape)}")
+    if idx.size(1) == 0:
+        raise ValueError("the prompt is empty: give at least one token (for example the end-of-text token)")
+    stop = set(int(t) for t in stop_tokens)
+    block_size = model.config.block_size
+    was_training = model.training
+    model.eval()  # no dropout while generating
+    try:
+        idx = idx.to(_model_device(model))
+        cache = KVCache() if use_cache else None
+        fed = 0  # how many tokens of idx the cache holds
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= block_size:
+                logits, _ = model(idx[:, fed:], cache=cache)  # only the tokens the cache has not seen
+                fed = idx.size(1)
+            else:  # no cache, or the window has slid: recompute on the last block_size tokens
+                logits, _ = model(idx[:, -block_size:])
+            next_id = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat([idx, next_id.view(1, 1)], dim=1)
+            yield int(next_id)
+            if int(next_id) in stop:
+                return
+    finally:
+        model.train(was_training)
+
+
 def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, stop_tokens=(), use_cache: bool = True,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -99,31 +135,9 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     """
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
-    if idx.dim() != 2 or idx.size(0) != 1:
-        raise ValueError(f"generate takes one sequence of token ids, shape (1, T), not {tuple(idx.shape)}")
-    if idx.size(1) == 0:
-        raise ValueError("the prompt is empty: give at least one token (for example the end-of-text token)")
-    stop = set(int(t) for t in stop_tokens)
-    block_size = model.config.block_size
-    was_training = model.training
-    model.eval()  # no dropout while generating
-    try:
-        idx = idx.to(_model_device(model))
-        cache = KVCache() if use_cache else None
-        fed = 0  # how many tokens of idx the cache holds
-        for _ in range(max_new_tokens):
-            if cache is not None and idx.size(1) <= block_size:
-                logits, _ = model(idx[:, fed:], cache=cache)
-                fed = idx.size(1)
-            else:  # no cache, or the window has slid: recompute on the last block_size tokens
-                logits, _ = model(idx[:, -block_size:])
-            next_id = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
-            idx = torch.cat([idx, next_id.view(1, 1)], dim=1)
-            if int(next_id) in stop:
-                break
-    finally:
-        model.train(was_training)
-    return idx
+    new = list(stream_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, stop_tokens, use_cache,
+                             generator))
+    return torch.cat([idx, torch.tensor([new], dtype=torch.long, device=idx.device)], dim=1)
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -152,3 +166,154 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, tempe
     if new and new[-1] in set(int(t) for t in stop_tokens):
         new = new[:-1]
     return tokenizer.decode(new)
+
+
+def repeated_ngram_fraction(ids, n: int = 4) -> float:
+    """Share of the n-grams of ids that already occurred earlier in ids: 0 for fresh text, near 1 for a loop."""
+    ids = list(ids)
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    if not grams:
+        return 0.0
+    seen, repeats = set(), 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams)
+
+
+# --- timing -----------------------------------------------------------------------------------------------------
+
+def token_latencies(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> list[float]:
+    """Seconds each new token took, in order, for greedy generation (the first includes reading the prompt)."""
+    times, last = [], time.perf_counter()
+    for _ in stream_tokens(model, idx, max_new_tokens, temperature=0, use_cache=use_cache):
+        now = time.perf_counter()
+        times.append(now - last)
+        last = now
+    return times
+
+
+def generation_speed(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True,
+                     repeats: int = 3) -> float:
+    """Tokens per second of greedy generation (the best of repeats runs, so other programs disturb it less)."""
+    return max(len(t) / sum(t) for t in (token_latencies(model, idx, max_new_tokens, use_cache)
+                                          for _ in range(repeats)))
+
+
+# --- prompting a base model -------------------------------------------------------------------------------------
+
+def few_shot_prompt(examples, query: str, *, instruction: str = "", template: str = "{x} -> {y}") -> str:
+    """A prompt of an optional instruction, one line per solved example, then the query left open.
+
+    few_shot_prompt([("cat", "cat")], "dog", template="{x} = {y}") == "cat = cat\\ndog ="
+    """
+    lines = [instruction] if instruction else []
+    lines += [template.format(x=x, y=y) for x, y in examples]
+    open_line = template.format(x=query, y="").rstrip()  # the model writes the answer
+    return "\n".join([*lines, open_line])
+
+
+def complete_line(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> str:
+    """The model's greedy continuation of prompt, up to the end of the line, stripped."""
+    text = generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0)
+    return text.split("\n")[0].strip()
+
+
+def few_shot_accuracy(model, tokenizer, pairs, n_shots: int, *, instruction: str = "",
+                      template: str = "{x} -> {y}", max_new_tokens: int = 8, seed: int = 0) -> float:
+    """Share of pairs (x, y) answered exactly when the model sees n_shots other solved pairs first.
+
+    The shots for each query are drawn (with the seed) from the other pairs, so no query is in its own prompt.
+    """
+    import random
+
+    rng = random.Random(seed)
+    correct = 0
+    for i, (x, y) in enumerate(pairs):
+        others = [p for j, p in enumerate(pairs) if j != i]
+        shots = rng.sample(others, n_shots)
+        prompt = few_shot_prompt(shots, x, instruction=instruction, template=template)
+        correct += complete_line(model, tokenizer, prompt, max_new_tokens) == y
+    return correct / len(pairs)
+
+
+# --- exercise checkers ------------------------------------------------------------------------------------------
+
+def _check(fn, cases, name: str, hint: str) -> bool:
+    """Run fn on each (args, expected) case; print ✓ or what went wrong, never raise."""
+    for args, expected in cases:
+        try:
+            got = fn(*args)
+        except NotImplementedError:
+            print(f"Not done yet: {hint}")
+            return False
+        except Exception as error:  # the learner's code: show its error in one line
+            print(f"✗ {name} raised {type(error).__name__}: {error}")
+            return False
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            print(f"✗ {name} should return a tensor of shape {tuple(expected.shape)}, got {got!r:.80}")
+            return False
+        if not torch.equal(torch.isfinite(got), torch.isfinite(expected)):
+            kept, should = torch.isfinite(got).sum().item(), torch.isfinite(expected).sum().item()
+            print(f"✗ {name}{tuple(a if not isinstance(a, torch.Tensor) else 'logits' for a in args)} "
+                  f"keeps {kept} tokens; it should keep {should}")
+            return False
+        if not torch.allclose(got[torch.isfinite(got)], expected[torch.isfinite(expected)]):
+            print(f"✗ {name} keeps the right tokens but changes their logits")
+            return False
+    print(f"✓ {name} matches the reference on {len(cases)} cases")
+    return True
+
+
+def check_min_p(fn) -> bool:
+    """Exercise: fn(logits, min_p) keeps the tokens whose probability is at least min_p x the top probability.
+
+    Checked against `transformers`' MinPLogitsWarper.
+    """
+    from transformers.generation.logits_process import MinPLogitsWarper
+
+    g = torch.Generator().manual_seed(7)
+    cases = []
+    for min_p in (0.05, 0.2, 0.5, 0.9):
+        logits = torch.randn(1, 40, generator=g) * 2.5
+        expected = MinPLogitsWarper(min_p=min_p)(None, logits.clone())
+        cases.append(((logits.clone(), min_p), expected))
+    return _check(fn, cases, "min_p_filter", "compute softmax probabilities, compare each with min_p * the "
+                  "largest, and set the logits of the tokens below it to -inf (masked_fill).")
+
+
+def check_repetition_penalty(fn) -> bool:
+    """Exercise: fn(logits, previous_ids, penalty) makes every token already generated less likely.
+
+    Checked against `transformers`' RepetitionPenaltyLogitsProcessor (CTRL's rule: divide a positive logit by
+    the penalty, multiply a negative one).
+    """
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    g = torch.Generator().manual_seed(11)
+    cases = []
+    for penalty in (1.2, 2.0):
+        logits = torch.randn(1, 30, generator=g) * 3
+        previous = torch.randint(0, 30, (1, 12), generator=g)
+        expected = RepetitionPenaltyLogitsProcessor(penalty=penalty)(previous, logits.clone())
+        cases.append(((logits.clone(), previous, penalty), expected))
+    for args, expected in cases:  # the same tokens are kept; here the values matter
+        try:
+            got = fn(*args)
+        except NotImplementedError:
+            print("Not done yet: gather the logits of previous_ids, divide the positive ones by the penalty, "
+                  "multiply the negative ones, and scatter them back.")
+            return False
+        except Exception as error:
+            print(f"✗ repetition_penalty raised {type(error).__name__}: {error}")
+            return False
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            print(f"✗ repetition_penalty should return a tensor of shape {tuple(expected.shape)}")
+            return False
+        if not torch.allclose(got, expected, atol=1e-6):
+            wrong = (~torch.isclose(got, expected, atol=1e-6)).sum().item()
+            print(f"✗ {wrong} logits differ from transformers' RepetitionPenaltyLogitsProcessor "
+                  f"(penalty {args[2]}): is a negative logit multiplied, a positive one divided?")
+            return False
+    print(f"✓ repetition_penalty matches transformers on {len(cases)} cases")
+    return True

@@ -3,8 +3,10 @@ import torch
 import torch.nn.functional as F
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from llmlab.generation import (apply_temperature, generate, generate_text, next_token_distribution,
-                               sample_next_token, top_k_filter, top_p_filter)
+from llmlab.generation import (apply_temperature, check_min_p, check_repetition_penalty, few_shot_accuracy,
+                               few_shot_prompt, generate, generate_text, next_token_distribution,
+                               repeated_ngram_fraction, sample_next_token, stream_tokens, token_latencies,
+                               top_k_filter, top_p_filter)
 from llmlab.gpt import GPT, GPTConfig, KVCache
 
 
@@ -169,3 +171,79 @@ def test_generate_text_returns_only_the_continuation():
     assert text == tokenizer.decode(ids)
     dreamed = generate(model, torch.tensor([[0]]), 3, temperature=0)[0, 1:].tolist()  # from end-of-text
     assert generate_text(model, tokenizer, "", max_new_tokens=3, temperature=0) == tokenizer.decode(dreamed)
+
+
+def test_streamed_tokens_are_the_generated_ones_and_latencies_count_them():
+    model = tiny_gpt()
+    idx = torch.tensor([[3, 1, 4]])
+    streamed = list(stream_tokens(model, idx, 9, temperature=0))
+    assert streamed == generate(model, idx, 9, temperature=0)[0, 3:].tolist()
+    times = token_latencies(model, idx, 9, use_cache=False)
+    assert len(times) == 9 and all(t > 0 for t in times)
+
+
+def test_repeated_ngram_fraction_on_known_sequences():
+    assert repeated_ngram_fraction([1, 2, 3, 4, 5, 6], n=2) == 0.0
+    assert repeated_ngram_fraction([7, 7, 7, 7, 7], n=2) == 3 / 4  # (7,7) four times: three are repeats
+    assert repeated_ngram_fraction([1, 2, 1, 2, 1, 2], n=2) == 3 / 5
+    assert repeated_ngram_fraction([1], n=4) == 0.0
+
+
+def test_few_shot_prompt_layout():
+    assert few_shot_prompt([], "dog") == "dog ->"
+    assert few_shot_prompt([("cat", "cats")], "dog", instruction="Plurals:") == "Plurals:\ncat -> cats\ndog ->"
+    assert few_shot_prompt([("a", "b")], "c", template="Q: {x}\nA: {y}") == "Q: a\nA: b\nQ: c\nA:"
+
+
+class AnswersA(torch.nn.Module):
+    """A 'model' that writes "a" and then ends the line, whatever the prompt."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=len(tokenizer.chars), block_size=256)
+        self.a, self.newline = tokenizer.chars.index("a"), tokenizer.chars.index("\n")
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx, targets=None, cache=None):
+        logits = torch.zeros(*idx.shape, self.config.vocab_size)
+        logits[0, -1, self.newline if idx[0, -1] == self.a else self.a] = 10.0
+        return logits, None
+
+
+class CharTokenizer2:
+    chars = "\n ->abcdefghijklmnopqrstuvwxyz"
+    eos_token_id = None
+
+    def encode(self, text, add_special_tokens=False):
+        return [self.chars.index(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+
+def test_few_shot_accuracy_scores_exact_first_lines():
+    tokenizer = CharTokenizer2()
+    pairs = [("x", "a"), ("y", "b"), ("z", "a"), ("w", "c")]
+    assert few_shot_accuracy(AnswersA(tokenizer), tokenizer, pairs, n_shots=2) == 0.5
+    assert few_shot_accuracy(AnswersA(tokenizer), tokenizer, pairs, n_shots=0, max_new_tokens=1) == 0.5
+
+
+def test_checkers_pass_correct_solutions_and_hint_on_placeholders(capsys):
+    import torch.nn.functional as F
+
+    def min_p_filter(logits, min_p):
+        probs = F.softmax(logits, dim=-1)
+        return logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+
+    def repetition_penalty(logits, previous_ids, penalty):
+        seen = logits.gather(-1, previous_ids)
+        return logits.scatter(-1, previous_ids, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+    def placeholder(*args):
+        raise NotImplementedError
+
+    assert check_min_p(min_p_filter) and check_repetition_penalty(repetition_penalty)
+    assert not check_min_p(placeholder) and not check_repetition_penalty(placeholder)
+    assert not check_min_p(lambda logits, p: logits)  # keeps everything: wrong
+    out = capsys.readouterr().out
+    assert out.count("✓") == 2 and out.count("Not done yet") == 2 and "should keep" in out

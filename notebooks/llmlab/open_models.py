@@ -1,0 +1,120 @@
+"""Real open models, where this machine has them: GPT-2, FLAN-T5 and a GGUF chat model.
+
+Nothing here touches the network. Each finder looks where you put the model (an environment variable holding a
+path) and in the Hugging Face cache; when the model is absent it prints one line on how to get it and returns
+None, so a notebook goes on without it. The loaders are the real ones (`transformers`, `llama-cpp-python`), and
+the tests run them on models the course exports or builds itself.
+"""
+
+import os
+from pathlib import Path
+
+from llmlab.gpt import local_gpt2
+
+FLAN_T5 = "google/flan-t5-base"
+GGUF_CHAT_REPO = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
+GGUF_CHAT_FILE = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+
+HOW_TO_GET = {
+    "flan-t5": (f"FLAN-T5 is not on this machine; to get it once (1 GB, online): hf download {FLAN_T5} "
+                "(or set LLMLAB_FLAN_T5=/path/to/a/flan-t5 folder)"),
+    "gguf-chat": (f"no GGUF chat model on this machine; to get one (400 MB, online): hf download {GGUF_CHAT_REPO} "
+                  f"{GGUF_CHAT_FILE} (or set LLMLAB_GGUF_CHAT=/path/to/model.gguf)"),
+}
+
+
+# --- GPT-2 through a `transformers` pipeline ---------------------------------------------------------------------
+
+def gpt2_pipeline(name_or_path: str = "gpt2"):
+    """A text-generation pipeline for GPT-2 (or any GPT-2 folder, like the course's export); None if absent."""
+    from transformers import pipeline
+
+    model, tokenizer = local_gpt2(str(name_or_path))  # prints how to get GPT-2 when it is not here
+    if model is None or tokenizer is None:
+        return None
+    return pipeline("text-generation", model=model, tokenizer=tokenizer, device="cpu")
+
+
+def continue_text(pipe, prompt: str, max_new_tokens: int = 20, **generation) -> str:
+    """The pipeline's continuation of prompt (greedy unless generation says do_sample=True)."""
+    generation.setdefault("do_sample", False)
+    out = pipe(prompt, max_new_tokens=max_new_tokens, return_full_text=False, **generation)
+    return out[0]["generated_text"]
+
+
+# --- FLAN-T5: an encoder-decoder trained to follow instructions ----------------------------------------------------
+
+def local_seq2seq(name_or_path: str | None = None):
+    """(model, tokenizer) of FLAN-T5 (or another local encoder-decoder); (None, None) with one line if absent.
+
+    Looks at name_or_path, then $LLMLAB_FLAN_T5, then the Hugging Face cache for google/flan-t5-base.
+    """
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    source = name_or_path or os.environ.get("LLMLAB_FLAN_T5") or FLAN_T5
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        print(HOW_TO_GET["flan-t5"] if source == FLAN_T5 else f"no encoder-decoder model at {source!r}")
+        return None, None
+    return model.eval(), tokenizer
+
+
+def seq2seq_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 60, **generation) -> str:
+    """What an encoder-decoder writes for prompt: the encoder reads it all, the decoder writes the answer.
+
+    generation takes `transformers`' settings: do_sample, temperature, top_k, top_p, num_beams, ...
+    """
+    import torch
+
+    inputs = tokenizer(prompt, return_tensors="pt", truncation=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, **generation)
+    return tokenizer.decode(out[0], skip_special_tokens=True)
+
+
+# --- a GGUF chat model through llama-cpp-python ------------------------------------------------------------------
+
+def _gguf_files_in_hf_cache() -> list[Path]:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    root = Path(HF_HUB_CACHE)
+    return sorted(root.glob("models--*/snapshots/*/*.gguf")) if root.exists() else []
+
+
+def find_gguf_chat_model(path: str | None = None) -> Path | None:
+    """A GGUF chat model: path, then $LLMLAB_GGUF_CHAT, then an instruct/chat GGUF in the Hugging Face cache.
+
+    Prints how to get one and returns None when there is none.
+    """
+    for candidate in (path, os.environ.get("LLMLAB_GGUF_CHAT")):
+        if candidate:
+            if Path(candidate).expanduser().is_file():
+                return Path(candidate).expanduser()
+            print(f"no GGUF file at {candidate!r}")
+            return None
+    chat = [f for f in _gguf_files_in_hf_cache() if any(w in str(f).lower() for w in ("instruct", "chat"))]
+    if chat:
+        return min(chat, key=lambda f: f.stat().st_size)  # the smallest: the quickest on a laptop
+    print(HOW_TO_GET["gguf-chat"])
+    return None
+
+
+def load_gguf_chat(path, *, n_ctx: int = 2048, n_threads: int | None = None):
+    """A `llama_cpp.Llama` for a chat GGUF; its chat template comes from the file. Call .close() when done."""
+    import llama_cpp
+
+    options = dict(model_path=str(path), n_ctx=n_ctx, verbose=False)
+    if n_threads:
+        options.update(n_threads=n_threads, n_threads_batch=n_threads)
+    return llama_cpp.Llama(**options)
+
+
+def chat(llm, question: str, *, system: str | None = None, max_tokens: int = 128, temperature: float = 0.0,
+         **sampling) -> str:
+    """The model's answer to one user message, formatted with the chat template stored in its GGUF file."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    reply = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature,
+                                       **sampling)
+    return reply["choices"][0]["message"]["content"]
