@@ -117,6 +117,7 @@ class BPETokenizer:
     """A byte-level BPE tokenizer: 256 byte tokens, the learned merges, then the special tokens.
 
     merges: (left id, right id, new id) in the order they were learned (the order encode applies them).
+    A tokenizer fresh from training also has `merge_counts`: how often each merged pair occurred then.
     """
 
     def __init__(self, merges=(), special_tokens=(), pattern: str = GPT2_SPLIT_PATTERN):
@@ -236,23 +237,36 @@ def count_pieces(texts: str | Iterable[str], pattern: str = GPT2_SPLIT_PATTERN) 
     return counts
 
 
+# Among pairs with equal counts, merge the one whose (left, right) tokens rank first: "tokenizers" ranks bytes as
+# `tokenizers` does (BYTE_RANK), "bytes" by byte value. New tokens rank after all bytes, in the order made.
+TIE_BREAKS = ("tokenizers", "bytes")
+
+
 class _Vocabulary:
     """Token bytes while training, with the tie-break rank of each token and the reuse rule of `tokenizers`."""
 
-    def __init__(self, vocab_size: int, n_special: int):
+    def __init__(self, vocab_size: int, n_special: int, tie_break: str):
         if vocab_size < 256 + n_special:
             raise ValueError(f"vocab_size must be at least 256 bytes + {n_special} special tokens, not {vocab_size}")
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, not {tie_break!r}")
         self.limit = vocab_size - n_special
         self.bytes = {byte: bytes([byte]) for byte in range(256)}
         self.id_of = {data: token_id for token_id, data in self.bytes.items()}
-        self.rank = dict(BYTE_RANK)
+        self.rank = dict(BYTE_RANK) if tie_break == "tokenizers" else {byte: byte for byte in range(256)}
         self.merges: list[tuple[int, int, int]] = []
+        self.counts: list[int] = []  # how often each merged pair occurred when it was merged
+
+    def tokenizer(self, special_tokens, pattern) -> "BPETokenizer":
+        tokenizer = BPETokenizer(self.merges, special_tokens, pattern)
+        tokenizer.merge_counts = self.counts
+        return tokenizer
 
     @property
     def full(self) -> bool:
         return len(self.bytes) >= self.limit
 
-    def add_merge(self, left: int, right: int) -> int:
+    def add_merge(self, left: int, right: int, count: int) -> int:
         data = self.bytes[left] + self.bytes[right]
         # Two different merges can spell the same bytes ("a"+"bc", "ab"+"c"); like `tokenizers`, reuse the id.
         new_id = self.id_of.get(data)
@@ -262,17 +276,19 @@ class _Vocabulary:
             self.id_of[data] = new_id
             self.rank[new_id] = new_id  # merged tokens come after all bytes, in the order they were made
         self.merges.append((left, right, new_id))
+        self.counts.append(count)
         return new_id
 
 
 def train_bpe(texts, vocab_size: int, special_tokens=(), pattern: str = GPT2_SPLIT_PATTERN,
-              progress: bool = True) -> BPETokenizer:
+              progress: bool = True, tie_break: str = "tokenizers") -> BPETokenizer:
     """Learn byte-level BPE merges until the vocabulary (bytes + merges + special tokens) has vocab_size tokens.
 
     Incremental: pair counts are kept over the unique pieces, weighted by their frequency; `where` says which
     pieces hold each pair, so a merge touches only those pieces, and a heap finds the most frequent pair.
+    tie_break: "tokenizers" (the same merges as Hugging Face `tokenizers`) or "bytes" (see TIE_BREAKS).
     """
-    vocab = _Vocabulary(vocab_size, len(special_tokens))
+    vocab = _Vocabulary(vocab_size, len(special_tokens), tie_break)
     piece_counts = count_pieces(texts, pattern)
     words = [list(text_to_bytes(piece)) for piece in piece_counts]
     freqs = list(piece_counts.values())
@@ -301,7 +317,7 @@ def train_bpe(texts, vocab_size: int, special_tokens=(), pattern: str = GPT2_SPL
                 heapq.heappush(heap, heap_entry(pair, count))
             continue
         size_before = len(vocab.bytes)
-        new_id = vocab.add_merge(*pair)
+        new_id = vocab.add_merge(*pair, count)
         new_pairs = set()
         for index in where.pop(pair, ()):
             word, freq = words[index], freqs[index]
@@ -328,22 +344,25 @@ def train_bpe(texts, vocab_size: int, special_tokens=(), pattern: str = GPT2_SPL
                 heapq.heappush(heap, heap_entry(p, pair_counts[p]))
         bar.update(len(vocab.bytes) - size_before)
     bar.close()
-    return BPETokenizer(vocab.merges, special_tokens, pattern)
+    return vocab.tokenizer(special_tokens, pattern)
 
 
 def train_bpe_naive(texts, vocab_size: int, special_tokens=(), pattern: str = GPT2_SPLIT_PATTERN,
-                    max_merges: int | None = None, progress: bool = True) -> BPETokenizer:
+                    max_merges: int | None = None, progress: bool = True,
+                    tie_break: str = "tokenizers") -> BPETokenizer:
     """The textbook loop: for every merge, count every pair in the whole corpus again, then merge everywhere.
 
     Same merges as `train_bpe` (same counts, same tie-break), but each merge costs a pass over the corpus.
-    max_merges stops early, to time a few merges.
+    max_merges stops early, to time a few merges; the result's `merge_seconds` holds the time of each merge.
     """
-    vocab = _Vocabulary(vocab_size, len(special_tokens))
+    vocab = _Vocabulary(vocab_size, len(special_tokens), tie_break)
     split = regex.compile(pattern)
     chunks = [list(text_to_bytes(piece)) for text in ([texts] if isinstance(texts, str) else texts)
               for piece in split.findall(text)]
     total = vocab.limit - 256 if max_merges is None else min(max_merges, vocab.limit - 256)
+    seconds = []
     for _ in tqdm(range(total), desc="BPE merges (naive)", disable=not progress, mininterval=0.5):
+        start = time.perf_counter()
         if vocab.full:
             break
         stats = {}
@@ -352,9 +371,12 @@ def train_bpe_naive(texts, vocab_size: int, special_tokens=(), pattern: str = GP
         if not stats:
             break
         pair = min(stats, key=lambda p: (-stats[p], vocab.rank[p[0]], vocab.rank[p[1]]))
-        new_id = vocab.add_merge(*pair)
+        new_id = vocab.add_merge(*pair, stats[pair])
         chunks = [merge(chunk, pair, new_id) for chunk in chunks]
-    return BPETokenizer(vocab.merges, special_tokens, pattern)
+        seconds.append(time.perf_counter() - start)
+    tokenizer = vocab.tokenizer(special_tokens, pattern)
+    tokenizer.merge_seconds = seconds
+    return tokenizer
 
 
 def timed(fn, *args, **kwargs):

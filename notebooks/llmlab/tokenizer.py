@@ -119,6 +119,17 @@ def token_strings(tokenizer, text: str) -> list[str]:
     return [tokenizer.decode([token_id]) for token_id in _ids(tokenizer, text)]
 
 
+def tokens_per_char(tokenizer, texts) -> float:
+    """Tokens per character over texts (lower: more text per token). For `transformers`, `tokenizers` or ours."""
+    texts = list(texts)
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if hasattr(backend, "encode_batch"):  # `tokenizers` encodes a batch on all cores
+        n_tokens = sum(len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False))
+    else:
+        n_tokens = sum(len(tokenizer.encode(text)) for text in texts)
+    return n_tokens / sum(len(text) for text in texts)
+
+
 _PALETTE = ["#fde68a", "#a7f3d0", "#bfdbfe", "#fbcfe8", "#ddd6fe", "#fed7aa", "#bbf7d0", "#c7d2fe"]
 
 

@@ -86,3 +86,13 @@ def test_tokens_html_colours_every_token(course):
     assert page.count("<span") == len(course.encode(text))
     with pytest.raises(ValueError, match="type some text"):
         tokenizer.tokens_html(course, "")
+
+
+def test_tokens_per_char_counts_the_same_for_every_kind_of_tokenizer(course):
+    texts = ["Once upon a time there was a strawberry.", "漢字 🍓"]
+    expected = sum(len(course.encode(t)) for t in texts) / sum(len(t) for t in texts)
+    assert tokenizer.tokens_per_char(course, texts) == pytest.approx(expected)
+    assert tokenizer.tokens_per_char(course.backend_tokenizer, texts) == pytest.approx(expected)
+    ours = bpe.train_bpe(texts, 256 + 3, progress=False)
+    assert tokenizer.tokens_per_char(ours, texts) == pytest.approx(
+        sum(len(ours.encode(t)) for t in texts) / sum(len(t) for t in texts))
