@@ -18,7 +18,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("LLMLAB_MODE", "full")
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO_ROOT / "notebooks"))
 import torch  # noqa: E402
 
 from llmlab import runtime  # noqa: E402
-from llmlab.export import export_gguf, greedy_tokens_llama_cpp, load_gguf  # noqa: E402
+from llmlab.export import export_gguf, llama_cpp_speed, load_gguf  # noqa: E402
 from llmlab.generation import generate, generation_speed  # noqa: E402
 from llmlab.pretraining import base_model  # noqa: E402
 from llmlab.tokenizer import course_tokenizer  # noqa: E402
@@ -36,16 +35,6 @@ from llmlab.tokenizer import course_tokenizer  # noqa: E402
 RESULTS_FILE = REPO_ROOT / "bench" / "results.json"
 NEW_TOKENS = 256
 REPEATS = 3
-
-
-def llama_cpp_speed(llm, prompt: list[int], n: int, repeats: int = REPEATS) -> tuple[float, list[int]]:
-    """Tokens/s of llama-cpp-python's greedy generation (best of repeats) and the tokens it wrote."""
-    best, tokens = float("inf"), []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = greedy_tokens_llama_cpp(llm, prompt, n)
-        best = min(best, time.perf_counter() - start)
-    return len(tokens) / best, tokens
 
 
 def main() -> dict:
@@ -67,7 +56,7 @@ def main() -> dict:
         path = export_gguf(model, tokenizer, Path(scratch) / "base.gguf")
         llm = load_gguf(path, n_threads=threads)
         try:
-            llama, theirs = llama_cpp_speed(llm, [eot], new_tokens)
+            llama, theirs = llama_cpp_speed(llm, [eot], new_tokens, repeats=REPEATS)
         finally:
             llm.close()
         size = path.stat().st_size

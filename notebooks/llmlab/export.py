@@ -13,14 +13,21 @@ tokenizer) followed by the tensors, each under the name llama.cpp's GPT-2 graph 
 """
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from llmlab import paths, runtime
 from llmlab.gpt import GPT, to_transformers
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, what the course GPT (and GPT-2) use
+
+
+def export_folder() -> Path:
+    """Where notebook 07 writes its exports (in the artifact cache, which git ignores)."""
+    return paths.CACHE_DIR / runtime.MODE / "exports"
 
 
 # --- `transformers` -----------------------------------------------------------------------------------------
@@ -200,6 +207,16 @@ def greedy_tokens_llama_cpp(llm, prompt_ids: list[int], max_new_tokens: int) -> 
         if token == llm.token_eos() or len(new) == max_new_tokens:
             break
     return new
+
+
+def llama_cpp_speed(llm, prompt_ids: list[int], max_new_tokens: int, repeats: int = 3) -> tuple[float, list[int]]:
+    """Tokens/s of llama.cpp's greedy generation (the best of repeats runs) and the tokens it wrote."""
+    best, tokens = float("inf"), []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokens = greedy_tokens_llama_cpp(llm, prompt_ids, max_new_tokens)
+        best = min(best, time.perf_counter() - start)
+    return len(tokens) / best, tokens
 
 
 def llama_cpp_logits(llm, ids: list[int]) -> torch.Tensor:
