@@ -2,7 +2,7 @@
 
 The stages, in the order a pretraining pipeline runs them:
 
-    documents per source  (`mixture_documents`: stories, Shakespeare passages, speeches)
+    documents per source  (`mixture_documents`: stories, Shakespeare passages)
     train / validation    (`split_documents`: whole documents held out, so validation text is never trained on)
     a sampled mixture     (`sample_mixture`: each source gives its share of the training tokens)
     one stream            (`pack_documents`: <|endoftext|> before every document)
@@ -61,15 +61,9 @@ def shakespeare_documents(max_chars: int = 1500) -> list[str]:
     return passages
 
 
-def speech_documents() -> list[str]:
-    """US inaugural and State of the Union addresses, one document each."""
-    return [speech.text for speech in corpora.speeches()]
-
-
 SOURCES = {
     "TinyStories": tinystories_documents,
     "Shakespeare": shakespeare_documents,
-    "US presidential speeches": speech_documents,
 }
 
 

@@ -113,6 +113,7 @@ class History:
     steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # before clipping: how often clipping kicked in
     eval_steps: list[int] = field(default_factory=list)
     val_loss: dict[str, list[float]] = field(default_factory=dict)  # per validation set
     tokens_seen: int = 0
@@ -139,13 +140,13 @@ class History:
 
 def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], config: TrainConfig, *,
           val_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, plot=None,
-          on_eval: Callable[[int, torch.nn.Module], None] | None = None, progress: bool = True,
+          on_eval: Callable[[int, torch.nn.Module, "History"], None] | None = None, progress: bool = True,
           desc: str = "training") -> History:
     """Train model for config.max_steps steps on train_batches; return its History.
 
     val_sets: named (inputs, targets) rows scored every eval_interval steps and after the last step.
     plot: a llmlab.plots.LiveLossPlot to redraw at each evaluation (None: no plot).
-    on_eval(step, model): called after each evaluation (to save a checkpoint, print a sample, ...).
+    on_eval(step, model, history): called after each evaluation (to save a checkpoint, plot, print a sample).
     """
     val_sets = val_sets or {}
     history = History(val_loss={name: [] for name in val_sets})
@@ -168,7 +169,7 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
             plot.show()
         since_eval.clear()
         if on_eval is not None:
-            on_eval(step, model)
+            on_eval(step, model, history)
 
     for step in bar:
         step_start = time.perf_counter()
@@ -179,8 +180,7 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
         inputs, targets = next(train_batches)
         _, loss = model(inputs, targets)
         loss.backward()
-        if config.grad_clip:
-            clip_gradients(model.parameters(), config.grad_clip)
+        grad_norm = clip_gradients(list(model.parameters()), config.grad_clip or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -190,6 +190,7 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
         history.steps.append(step)
         history.train_loss.append(loss_value)
         history.lr.append(lr)
+        history.grad_norm.append(float(grad_norm))
         since_eval.append(loss_value)
         if step % 10 == 0 or step == config.max_steps - 1:
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{history.tokens_per_second:,.0f}")
