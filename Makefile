@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 NOTEBOOKS ?=
 
-.PHONY: setup lab test unit notebooks course bench clean-cache
+.PHONY: setup lab test test-ipywidgets7 course bench clean-cache
 
 setup: $(READY)
 
@@ -27,6 +27,17 @@ lab: setup
 # Unit tests, then every notebook alone in a fresh kernel in fast mode.
 test: setup
 	$(BIN)/python -m pytest tests
+
+# The widget helpers again under ipywidgets 7.7.1, the version Colab ships: a small environment layered on .venv.
+W7 := .cache/ipywidgets7
+test-ipywidgets7: setup
+	test -x $(W7)/bin/python || $(BIN)/python -m venv --without-pip $(W7)
+	$(BIN)/python -c 'import site; print(site.getsitepackages()[0])' > \
+		$$($(W7)/bin/python -c 'import site; print(site.getsitepackages()[0])')/course-venv.pth
+	$(BIN)/python -m pip install --quiet --target $$($(W7)/bin/python -c 'import site; print(site.getsitepackages()[0])') \
+		ipywidgets==7.7.1 widgetsnbextension==3.6.10 jupyterlab_widgets==1.1.11
+	$(W7)/bin/python -c 'import ipywidgets; assert ipywidgets.__version__ == "7.7.1", ipywidgets.__version__'
+	$(W7)/bin/python -m pytest -p no:cacheprovider tests/unit/test_widgets.py
 
 # Every notebook in full mode, outputs saved into the notebooks (NOTEBOOKS="04 05" for some).
 course: setup
