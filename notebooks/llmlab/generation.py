@@ -237,6 +237,63 @@ def few_shot_accuracy(model, tokenizer, pairs, n_shots: int, *, instruction: str
     return correct / len(pairs)
 
 
+def continuation_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
+    """log P(continuation | prompt): the sum of the log-probabilities of the continuation's tokens.
+
+    How evaluation harnesses score a small model on a multiple-choice question: no text is generated, each
+    candidate answer is scored, and the most likely one is the model's choice.
+    """
+    context, answer = _encode(tokenizer, prompt), _encode(tokenizer, continuation)
+    if not answer:
+        raise ValueError("the continuation is empty")
+    ids = (context + answer)[-(model.config.block_size + 1):]
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids[:-1]], device=_model_device(model)))
+    logprobs = F.log_softmax(logits[0, -len(answer):].float(), dim=-1)
+    return logprobs.gather(-1, torch.tensor(answer, device=logprobs.device)[:, None]).sum().item()
+
+
+def few_shot_choice_accuracy(model, tokenizer, pairs, n_shots: int, *, n_choices: int = 4, instruction: str = "",
+                             template: str = "{x} -> {y}", seed: int = 0) -> float:
+    """Share of pairs (x, y) where the right y is the likeliest of n_choices candidates after n_shots examples.
+
+    The wrong candidates are other pairs' answers; chance is 1 / n_choices.
+    """
+    import random
+
+    rng = random.Random(seed)
+    answers = sorted({y for _, y in pairs})
+    correct = 0
+    for i, (x, y) in enumerate(pairs):
+        shots = rng.sample([p for j, p in enumerate(pairs) if j != i], n_shots)
+        prompt = few_shot_prompt(shots, x, instruction=instruction, template=template)
+        candidates = [y] + rng.sample([a for a in answers if a != y], n_choices - 1)
+        rng.shuffle(candidates)  # so a tie never favours the right answer
+        # each candidate is scored as the rest of the query's line, e.g. " lamp" after "lamp ->"
+        line = template.format(x=x, y="").rstrip()
+        scores = [continuation_logprob(model, tokenizer, prompt, template.format(x=x, y=c)[len(line):])
+                  for c in candidates]
+        correct += candidates[max(range(n_choices), key=scores.__getitem__)] == y
+    return correct / len(pairs)
+
+
+def repeated_sequence_loss(model, length: int = 50, batch: int = 8, seed: int = 0) -> tuple[float, float]:
+    """Mean loss (nats/token) on random tokens, then on the same tokens repeated: (first pass, repeat).
+
+    A model that can copy from its context (it has "induction heads") predicts the repeat almost perfectly,
+    so its second number is far below the first. Few-shot prompting leans on exactly that ability.
+    """
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    seq = torch.randint(vocab // 10, vocab, (batch, length), generator=g)  # skip the special, byte-level ids
+    ids = torch.cat([seq, seq], dim=1)[:, :model.config.block_size + 1].to(_model_device(model))
+    with torch.no_grad():
+        logits, _ = model(ids[:, :-1])
+    losses = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").mean(dim=0)
+    half = length - 1  # predictions of the first pass's tokens 2..length; the rest predict the repeat
+    return losses[:half].mean().item(), losses[half + 1:].mean().item()
+
+
 # --- exercise checkers ------------------------------------------------------------------------------------------
 
 def _check(fn, cases, name: str, hint: str) -> bool:

@@ -1,9 +1,12 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from llmlab.generation import (apply_temperature, check_min_p, check_repetition_penalty, few_shot_accuracy,
+from llmlab.generation import (apply_temperature, check_min_p, check_repetition_penalty, few_shot_accuracy, repeated_sequence_loss,
+                               continuation_logprob, few_shot_choice_accuracy,
                                few_shot_prompt, generate, generate_text, next_token_distribution,
                                repeated_ngram_fraction, sample_next_token, stream_tokens, token_latencies,
                                top_k_filter, top_p_filter)
@@ -247,3 +250,43 @@ def test_checkers_pass_correct_solutions_and_hint_on_placeholders(capsys):
     assert not check_min_p(lambda logits, p: logits)  # keeps everything: wrong
     out = capsys.readouterr().out
     assert out.count("✓") == 2 and out.count("Not done yet") == 2 and "should keep" in out
+
+
+def test_continuation_logprob_is_the_sum_of_token_log_probabilities():
+    model = tiny_gpt()
+    tokenizer = CharTokenizer()
+    context, answer = tokenizer.encode("abcd"), tokenizer.encode("ef")
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([context + answer[:-1]]))
+    expected = -F.cross_entropy(logits[0, -2:], torch.tensor(answer), reduction="sum").item()
+    assert abs(continuation_logprob(model, tokenizer, "abcd", "ef") - expected) < 1e-5
+
+
+def test_few_shot_choice_accuracy_picks_the_likeliest_candidate():
+    tokenizer = CharTokenizer2()
+    pairs = [("x", "a"), ("y", "b"), ("z", "a"), ("w", "c"), ("v", "d")]
+    # the model always writes "a": it chooses "a" for every query, right for the two whose answer is "a"
+    assert few_shot_choice_accuracy(AnswersA(tokenizer), tokenizer, pairs, 2, n_choices=4) == 2 / 5
+
+
+class PerfectCopier(torch.nn.Module):
+    """Predicts, at position t >= L, the token at t - L + 1 (what a repeat of length L needs); uniform before."""
+
+    def __init__(self, vocab, length):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=vocab, block_size=256)
+        self.length = length
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx, targets=None, cache=None):
+        logits = torch.zeros(*idx.shape, self.config.vocab_size)
+        for t in range(self.length, idx.size(1)):
+            logits[torch.arange(idx.size(0)), t, idx[:, t - self.length + 1]] = 50.0
+        return logits, None
+
+
+def test_repeated_sequence_loss_sees_copying():
+    first, repeat = repeated_sequence_loss(PerfectCopier(200, 30), length=30)
+    assert abs(first - math.log(200)) < 1e-4 and repeat < 1e-4  # uniform guesses, then perfect copies
+    first, repeat = repeated_sequence_loss(tiny_gpt(), length=10)  # an untrained model copies nothing
+    assert abs(first - repeat) < 0.2
