@@ -1,0 +1,406 @@
+"""Sequences: character language models with recurrent networks, and attention as a soft lookup (notebook 03).
+
+- `CharVocabulary`, `split_train_val`, `random_windows`: Shakespeare as a stream of character ids.
+- `RNNCell`, `RNN`: the Elman RNN written out, a drop-in for `nn.RNNCell` / `nn.RNN` (same parameter names).
+- `CharLM`, `train_char_lm`, `evaluate`, `sample`: a character language model around a recurrent layer.
+- `gradient_by_distance`: how much the last prediction's loss still reaches back to earlier hidden states.
+- `attention`: a query looks softly into a key/value memory; `Seq2Seq` uses it on a copy task.
+"""
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+# --- Characters as ids ------------------------------------------------------------------------------------------
+
+
+class CharVocabulary:
+    """Every distinct character of a text, numbered in sorted order: the tokenizer of a character model."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}; "
+                             f"it has {len(self)}: {''.join(self.chars)!r}")
+        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def split_train_val(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first part for training, the last `val_fraction` for validation (unseen text, not a random sample)."""
+    cut = int(len(ids) * (1 - val_fraction))
+    return ids[:cut], ids[cut:]
+
+
+def random_windows(ids: torch.Tensor, batch_size: int, length: int, generator=None):
+    """`batch_size` random windows of `length` characters (inputs) and the same windows shifted by one (targets)."""
+    starts = torch.randint(0, len(ids) - length - 1, (batch_size,), generator=generator)
+    rows = starts[:, None] + torch.arange(length + 1)
+    windows = ids[rows]
+    return windows[:, :-1], windows[:, 1:]
+
+
+# --- The recurrent network, written out ---------------------------------------------------------------------------
+
+
+class RNNCell(nn.Module):
+    """One step of the Elman RNN: h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+
+    Parameter names, shapes and initialisation are nn.RNNCell's, so weights move between the two unchanged.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size))
+        self.bias_hh = nn.Parameter(torch.empty(hidden_size))
+        bound = 1 / math.sqrt(hidden_size)  # PyTorch's default for recurrent layers
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+        return torch.tanh(x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh)
+
+
+class RNN(nn.Module):
+    """The cell unrolled over time, a drop-in for nn.RNN(input_size, hidden_size, batch_first=True).
+
+    forward(x (B, T, input), h0 (1, B, hidden) or None) -> (every hidden state (B, T, hidden), last (1, B, hidden)).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.cell = RNNCell(input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        h = None if h0 is None else h0[0]
+        states = []
+        for x_t in x.unbind(dim=1):  # step t needs step t-1: the loop cannot be run in parallel
+            h = self.cell(x_t, h)
+            states.append(h)
+        return torch.stack(states, dim=1), h[None]
+
+    def load_from_torch(self, rnn: nn.RNN) -> "RNN":
+        """Copy the weights of a one-layer, tanh, batch-first nn.RNN (its names end in `_l0`)."""
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(self.cell, name).data.copy_(getattr(rnn, f"{name}_l0"))
+        return self
+
+
+# --- A character language model ------------------------------------------------------------------------------------
+
+
+class CharLM(nn.Module):
+    """Embedding -> recurrent layer ("rnn": ours above, "lstm": nn.LSTM) -> next-character logits."""
+
+    KINDS = ("rnn", "lstm")
+
+    def __init__(self, vocab_size: int, hidden_size: int, kind: str = "rnn", embed_size: int = 64):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, not {kind!r}")
+        self.kind = kind
+        self.embed = nn.Embedding(vocab_size, embed_size)
+        if kind == "rnn":
+            self.recurrent = RNN(embed_size, hidden_size)
+        else:
+            self.recurrent = nn.LSTM(embed_size, hidden_size, batch_first=True)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, idx: torch.Tensor, state=None, targets: torch.Tensor | None = None):
+        """idx (B, T) -> logits (B, T, vocab), mean cross-entropy (nats/char) or None, the state to carry on."""
+        states, state = self.recurrent(self.embed(idx), state)
+        logits = self.head(states)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss, state
+
+
+@torch.no_grad()
+def evaluate(model: CharLM, ids: torch.Tensor, length: int = 256, max_chars: int | None = None) -> float:
+    """Mean cross-entropy (nats/char) over `ids`, read as consecutive windows of `length` characters."""
+    model.eval()
+    ids = ids[:max_chars] if max_chars else ids
+    rows = (len(ids) - 1) // length
+    device = next(model.parameters()).device
+    x = ids[: rows * length].view(rows, length).to(device)
+    y = ids[1 : rows * length + 1].view(rows, length).to(device)
+    total = 0.0
+    for start in range(0, rows, 128):
+        _, loss, _ = model(x[start : start + 128], targets=y[start : start + 128])
+        total += loss.item() * len(x[start : start + 128])
+    model.train()
+    return total / rows
+
+
+def train_char_lm(model: CharLM, train_ids, val_ids, *, steps: int, batch_size: int = 32, length: int = 100,
+                  lr: float = 1e-2, eval_every: int = 100, eval_chars: int = 20_000, plot=None, label: str = "",
+                  seed: int = 0) -> dict:
+    """Train on random windows with AdamW; every `eval_every` steps estimate the validation loss.
+
+    Returns the history: steps, training loss per step, validation loss at the evaluation steps, seconds.
+    Gradients are clipped to norm 1: a recurrent net's gradient can explode (see the gradient plot).
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr / 10)
+    history = {"step": [], "train": [], "val_step": [], "val": [], "seconds": 0.0}
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc=f"training {label or model.kind}")
+    for step in bar:
+        x, y = random_windows(train_ids, batch_size, length, generator)
+        _, loss, _ = model(x.to(device), targets=y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        history["step"].append(step)
+        history["train"].append(loss.item())
+        if step % eval_every == 0 or step == steps:
+            val = evaluate(model, val_ids, max_chars=eval_chars)
+            history["val_step"].append(step)
+            history["val"].append(val)
+            recent = history["train"][-eval_every:]
+            bar.set_postfix(train=f"{sum(recent) / len(recent):.3f}", val=f"{val:.3f}")
+            if plot is not None:
+                plot.add(f"{label} training (mean of the last {len(recent)} steps)", step, sum(recent) / len(recent))
+                plot.add(f"{label} validation", step, val)
+                plot.show()
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def sample(model: CharLM, vocab: CharVocabulary, prefix: str = "\n", length: int = 200,
+           temperature: float = 1.0, seed: int | None = 0) -> str:
+    """Continue `prefix` by `length` characters, each drawn from softmax(logits / temperature); 0 is greedy."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, not {temperature}")
+    ids = vocab.encode(prefix or "\n")  # a ValueError that names unknown characters
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    logits, _, state = model(ids[None].to(device))  # read the whole prefix once, keep the state
+    out = []
+    for _ in range(length):
+        last = logits[0, -1].float().cpu()
+        if temperature == 0:
+            nxt = int(last.argmax())
+        else:
+            nxt = int(torch.multinomial(F.softmax(last / temperature, dim=-1), 1, generator=generator))
+        out.append(nxt)
+        logits, _, state = model(torch.tensor([[nxt]], device=device), state)  # one step, the state carried on
+    model.train(was_training)
+    return vocab.decode(out)
+
+
+@torch.no_grad()
+def surprisal(model: CharLM, vocab: CharVocabulary, text: str) -> list[tuple[str, float]]:
+    """For each character of `text` after the first: -log p(char | everything before it), in nats."""
+    ids = vocab.encode(text)
+    if len(ids) < 2:
+        raise ValueError("give at least two characters")
+    was_training = model.training
+    model.eval()
+    logits, _, _ = model(ids[None, :-1].to(next(model.parameters()).device))
+    model.train(was_training)
+    nll = F.cross_entropy(logits[0].float().cpu(), ids[1:], reduction="none")
+    return list(zip(text[1:], nll.tolist()))
+
+
+# --- Why long context is hard ------------------------------------------------------------------------------------
+
+
+def gradient_by_distance(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||d loss_T / d h_t|| for t = T-1, T-2, ..., 0, averaged over the batch: index k is distance T-1-t = k.
+
+    The loss is the cross-entropy of the last prediction only; the sequence is run one step at a time so
+    that every hidden state h_t is a tensor autograd can report the gradient of.
+    """
+    was_training = model.training
+    model.eval()
+    emb = model.embed(x.to(next(model.parameters()).device))
+    state, hs = None, []
+    for t in range(x.shape[1]):
+        _, state = model.recurrent(emb[:, t : t + 1], state)
+        h = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (h, c)
+        h.retain_grad()
+        hs.append(h)
+    loss = F.cross_entropy(model.head(hs[-1][0]), y[:, -1].to(emb.device))  # the last state is the last output
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    norms = torch.stack([h.grad[0].norm(dim=-1).mean() for h in hs])  # (T,), by position t
+    return norms.flip(0).cpu()  # by distance from the last position
+
+
+# --- Attention: a soft, learned lookup ------------------------------------------------------------------------------
+
+
+def attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None):
+    """Each query takes a weighted average of the values; the weights are softmax(query . key / sqrt(d)).
+
+    query (..., Q, d), keys (..., K, d), values (..., K, d_v); mask (Q, K) of booleans, False = may not look.
+    Returns (the looked-up values (..., Q, d_v), the weights (..., Q, K), each row summing to 1).
+    """
+    scores = query @ keys.transpose(-2, -1) / math.sqrt(query.shape[-1])  # scaled: softmax stays soft as d grows
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.softmax(scores, dim=-1)
+    return weights @ values, weights
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def time_recurrence_and_attention(lengths, width: int = 64, repeats: int = 3) -> dict[str, list[float]]:
+    """Seconds to process one sequence of each length: an RNN's T dependent steps, or one causal self-attention.
+
+    Self-attention does more arithmetic (every pair of positions) but in a few large products that parallel
+    hardware splits up; the recurrence is T small steps, each waiting for the one before.
+    """
+    torch.manual_seed(0)
+    rnn = RNN(width, width)
+    w_q, w_k, w_v = (torch.randn(width, width) / math.sqrt(width) for _ in range(3))
+    times = {"recurrence": [], "self-attention": []}
+    for length in lengths:
+        x = torch.randn(length, width)
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        times["recurrence"].append(_best_seconds(lambda: rnn(x[None]), repeats))
+        times["self-attention"].append(
+            _best_seconds(lambda: attention(x @ w_q, x @ w_k, x @ w_v, mask=causal), repeats))
+    return times
+
+
+# --- The seq2seq bottleneck, and attention as its fix ---------------------------------------------------------------
+
+
+def copy_task_batch(batch_size: int, length: int, n_symbols: int = 20, generator=None):
+    """Random strings of symbols 1..n_symbols to copy; 0 is the start symbol the decoder begins from.
+
+    Returns (source (B, L), decoder input = start + target[:-1] (B, L), target = source (B, L)).
+    """
+    source = torch.randint(1, n_symbols + 1, (batch_size, length), generator=generator)
+    start = torch.zeros(batch_size, 1, dtype=torch.long)
+    return source, torch.cat([start, source[:, :-1]], dim=1), source
+
+
+class Seq2Seq(nn.Module):
+    """A GRU encoder and a GRU decoder; with `use_attention`, each decoder step also looks up the encoder states.
+
+    Without attention the whole source reaches the decoder through one vector: the encoder's last state.
+    With it, decoder step i asks `attention(query=its state, keys=values=encoder states)` (Luong et al., 2015).
+    """
+
+    def __init__(self, n_symbols: int, hidden_size: int = 128, use_attention: bool = False):
+        super().__init__()
+        self.use_attention = use_attention
+        self.embed = nn.Embedding(n_symbols + 1, hidden_size)
+        self.encoder = nn.GRU(hidden_size, hidden_size, batch_first=True)
+        self.decoder = nn.GRU(hidden_size, hidden_size, batch_first=True)
+        self.head = nn.Linear(2 * hidden_size if use_attention else hidden_size, n_symbols + 1)
+
+    def forward(self, source, decoder_input, target=None):
+        """-> logits (B, L, symbols), loss or None, attention weights (B, L_out, L_in) or None."""
+        enc_states, last = self.encoder(self.embed(source))
+        dec_states, _ = self.decoder(self.embed(decoder_input), last)  # teacher forcing: the true previous symbol
+        weights = None
+        if self.use_attention:
+            context, weights = attention(dec_states, enc_states, enc_states)
+            dec_states = torch.cat([dec_states, context], dim=-1)
+        logits = self.head(dec_states)
+        loss = None if target is None else F.cross_entropy(logits.flatten(0, 1), target.flatten())
+        return logits, loss, weights
+
+
+def train_copy_task(model: Seq2Seq, *, steps: int, max_length: int, n_symbols: int, batch_size: int = 64,
+                    lr: float = 3e-3, seed: int = 0, label: str = "") -> list[float]:
+    """Train on copy batches of random lengths 1..max_length; returns the loss per step."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in tqdm(range(steps), desc=f"copy task, {label}"):
+        length = int(torch.randint(1, max_length + 1, (1,), generator=generator))
+        _, loss, _ = model(*copy_task_batch(batch_size, length, n_symbols, generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def copy_accuracy_by_length(model: Seq2Seq, lengths, n_symbols: int, batch_size: int = 256, seed: int = 1):
+    """Fraction of symbols copied right, per source length (each prediction given the true previous symbols)."""
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    accuracy = []
+    for length in lengths:
+        source, decoder_input, target = copy_task_batch(batch_size, length, n_symbols, generator)
+        logits, _, _ = model(source, decoder_input)
+        accuracy.append((logits.argmax(-1) == target).float().mean().item())
+    model.train()
+    return accuracy
+
+
+# --- Exercise checker -------------------------------------------------------------------------------------------
+
+
+def check_lstm_cell(lstm_cell_step) -> bool:
+    """Check a learner's LSTM step fn(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh) -> (h, c) on nn.LSTMCell."""
+    torch.manual_seed(0)
+    reference = nn.LSTMCell(5, 7)
+    x, h, c = torch.randn(3, 5), torch.randn(3, 7), torch.randn(3, 7)
+    with torch.no_grad():
+        expected_h, expected_c = reference(x, (h, c))
+        try:
+            got = lstm_cell_step(x, h, c, reference.weight_ih, reference.weight_hh,
+                                 reference.bias_ih, reference.bias_hh)
+        except NotImplementedError:
+            print("Not written yet. Hint: gates = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh, then "
+                  "gates.chunk(4, dim=-1) gives i, f, g, o in that order; c' = f*c + i*g, h' = o*tanh(c').")
+            return False
+        except Exception as error:  # the learner's bug, reported in one line
+            print(f"✗ your function raised {type(error).__name__}: {error}")
+            return False
+    if not (isinstance(got, tuple) and len(got) == 2):
+        print("✗ return a pair (h_new, c_new)")
+        return False
+    for name, mine, ref in (("h", got[0], expected_h), ("c", got[1], expected_c)):
+        if not isinstance(mine, torch.Tensor) or mine.shape != ref.shape:
+            print(f"✗ new {name} should be a tensor of shape {tuple(ref.shape)}")
+            return False
+        if not torch.allclose(mine, ref, atol=1e-5):
+            print(f"✗ new {name} differs from nn.LSTMCell's by up to {(mine - ref).abs().max():.3g}. "
+                  "Check the gate order (i, f, g, o) and which gates use sigmoid (i, f, o) or tanh (g).")
+            return False
+    print("✓ your LSTM step matches nn.LSTMCell (the h and c of a batch of 3)")
+    return True
