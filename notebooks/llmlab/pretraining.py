@@ -44,8 +44,8 @@ BASE_CONFIG = {
     "training": {"max_steps": by_mode(full=360, fast=30), "batch_size": 8,
                  "learning_rate": 2e-3, "min_lr": 2e-4, "warmup_steps": by_mode(full=30, fast=5),
                  "betas": [0.9, 0.99], "weight_decay": 0.1, "grad_clip": 1.0,
-                 "eval_interval": by_mode(full=30, fast=5), "eval_rows": by_mode(full=16, fast=8)},
-    "checkpoints": by_mode(full=[30, 90, 180], fast=[5, 15]),  # earlier models, kept to watch them improve
+                 "eval_interval": by_mode(full=30, fast=10), "eval_rows": by_mode(full=16, fast=8)},
+    "checkpoints": by_mode(full=[30, 90, 180], fast=[10, 20]),  # earlier models, kept to watch them improve
     "seed": 1337,
 }
 

@@ -104,3 +104,4 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(a, b), name
     idx = torch.randint(60, (2, 16))
     torch.testing.assert_close(model(idx)[0], loaded(idx)[0], rtol=0, atol=0)
+
