@@ -6,5 +6,6 @@ text -> tokenizer -> token ids -> batches -> model -> checkpoint -> fine-tuned m
 """
 
 from llmlab.runtime import MODE, by_mode, device, environment_report, seed_everything
+from llmlab.source import show_source
 
-__all__ = ["MODE", "by_mode", "device", "environment_report", "seed_everything"]
+__all__ = ["MODE", "by_mode", "device", "environment_report", "seed_everything", "show_source"]

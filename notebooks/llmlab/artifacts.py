@@ -7,15 +7,22 @@ An entry is a folder `CACHE_DIR/<mode>/<name>/` holding the files `build` wrote 
 with the config they were built from and the SHA-256 of every file. It is written to a temporary folder
 first and renamed into place, so an interrupted build never leaves a half-written entry. An entry whose
 config differs (stale) or whose files do not match their hashes or fail to load (corrupt) is rebuilt, with
-a one-line message saying why.
+a one-line message saying why. A lock file makes a second process (another notebook open at the same time)
+wait for a build in progress and then load its result, instead of building the same thing twice.
 """
 
+import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+try:
+    import fcntl  # POSIX; on Windows builds simply are not serialised
+except ImportError:
+    fcntl = None
 
 from llmlab import paths, runtime
 
@@ -72,6 +79,20 @@ def _build_into_cache(name: str, folder: Path, build: Callable[[Path], None], co
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """Hold an exclusive lock on `folder`'s lock file while checking and building it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def cached(
     name: str,
     *,
@@ -86,18 +107,19 @@ def cached(
     """
     config = json.loads(json.dumps(config))  # normalise tuples and keys the way the manifest stores them
     folder = entry_dir(name)
-    problem = _problem(folder, config)
-    if problem is None:
-        try:
-            return load(folder)
-        except Exception as error:  # a file that hashes right but will not load is still corrupt
-            problem = f"corrupt (loading failed: {type(error).__name__}: {error})"
-    if problem != "missing":
-        print(f"artifact '{name}' is {problem}; rebuilding it.")
-    else:
-        print(f"artifact '{name}' is not cached yet; building it (once).")
-    _build_into_cache(name, folder, build, config)
-    return load(folder)
+    with _exclusive(folder):
+        problem = _problem(folder, config)
+        if problem is None:
+            try:
+                return load(folder)
+            except Exception as error:  # a file that hashes right but will not load is still corrupt
+                problem = f"corrupt (loading failed: {type(error).__name__}: {error})"
+        if problem != "missing":
+            print(f"artifact '{name}' is {problem}; rebuilding it.")
+        else:
+            print(f"artifact '{name}' is not cached yet; building it (once).")
+        _build_into_cache(name, folder, build, config)
+        return load(folder)
 
 
 def cached_artifacts() -> dict[str, list[str]]:
@@ -106,7 +128,7 @@ def cached_artifacts() -> dict[str, list[str]]:
     if not root.exists():
         return {}
     return {
-        mode.name: sorted(p.name for p in mode.iterdir() if (p / MANIFEST).exists())
+        mode.name: sorted(p.name for p in mode.iterdir() if (p / MANIFEST).exists() and not p.name.startswith("."))
         for mode in sorted(root.iterdir())
         if mode.is_dir()
     }

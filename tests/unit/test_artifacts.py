@@ -96,4 +96,27 @@ def test_failed_build_leaves_no_entry(cache_dir):
     with pytest.raises(KeyboardInterrupt):
         artifacts.cached("broken", build=broken, load=load_weights, config=CONFIG)
     assert not artifacts.entry_dir("broken").exists()
-    assert list(artifacts.entry_dir("broken").parent.iterdir()) == []
+    assert [p.name for p in artifacts.entry_dir("broken").parent.iterdir()] == [".broken.lock"]
+
+
+def test_a_second_process_waits_for_the_build_and_reuses_it(cache_dir, tmp_path):
+    """Two processes asking for one artifact at once: it is built once, and both get the same weights."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        sys.path.insert(0, {str(artifacts.paths.NOTEBOOKS_DIR)!r})
+        from llmlab import artifacts, paths
+        paths.CACHE_DIR = __import__("pathlib").Path({str(cache_dir)!r})
+        def build(folder):
+            time.sleep(1.5)
+            (folder / "w.txt").write_text(str(torch.initial_seed()) + " " + sys.argv[1])
+        print(artifacts.cached("shared", build=build, load=lambda f: (f / "w.txt").read_text(), config={{}}))
+    """)
+    runs = [subprocess.Popen([sys.executable, "-c", script, tag], stdout=subprocess.PIPE, text=True)
+            for tag in ("first", "second")]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert sum("building it" in out for out in outputs) == 1
+    assert outputs[0].strip().splitlines()[-1] == outputs[1].strip().splitlines()[-1]

@@ -114,3 +114,10 @@ def test_data_readme_credits_every_corpus():
     for entry in paths.DATA_DIR.iterdir():
         if entry.name != "README.md":
             assert f"`{entry.name}" in credits, f"data/README.md does not credit {entry.name}"
+
+
+def test_show_source_shows_the_real_definition():
+    from llmlab import show_source
+
+    code = show_source(sizing.memory_gb, tasks.LetterCount)
+    assert code.data.startswith("def memory_gb(") and "class LetterCount" in code.data
