@@ -178,30 +178,29 @@ def base_checkpoints() -> dict[int, GPT]:
 
 # --- a scaling experiment -------------------------------------------------------------------------------------
 
-def seconds_per_step(model_config: GPTConfig, data: PretrainingData, config: dict = BASE_CONFIG,
-                     steps: int = 3) -> float:
-    """Wall-clock seconds of one training step of a model of this shape (timed on a throwaway model)."""
-    model = GPT(model_config)
-    rows = batches(data.train_stream, model_config.block_size, config["training"]["batch_size"], pad_id=data.eot)
-    timing = replace(train_config(config), max_steps=steps, eval_interval=10**9)
-    train(model, rows, replace(timing, max_steps=1), progress=False)  # the first step allocates: not timed
-    return train(model, rows, timing, progress=False).train_seconds / steps
+def training_flops(model: GPT, tokens: int) -> float:
+    """The compute of training on `tokens` tokens: about 6 FLOPs per parameter per token (Kaplan et al., 2020).
 
-
-def train_for_seconds(model_config: GPTConfig, data: PretrainingData, seconds: float, *,
-                      config: dict = BASE_CONFIG, on_eval=None, desc: str = "") -> tuple[GPT, History]:
-    """Train a model of this shape for about `seconds`: time a step, fit max_steps to the budget, train.
-
-    Each run gets the whole schedule (warm-up, cosine to the floor) over its own number of steps, which is
-    how a compute-matched comparison is run; only the number of steps differs between model sizes.
+    2 for the forward pass (a multiply and an add per weight), 4 for the backward pass. The parameters counted
+    are those that do matrix products, the tied output layer included; the position table is a lookup.
     """
-    step_s = seconds_per_step(model_config, data, config)
-    max_steps = max(10, int(seconds / step_s))
-    base = train_config(config)
-    settings = replace(base, max_steps=max_steps, warmup_steps=min(base.warmup_steps, max_steps // 10),
-                       eval_interval=max(1, max_steps // 6))
+    return 6 * model.num_parameters(non_embedding=True) * tokens
+
+
+def train_for_compute(model_config: GPTConfig, data: PretrainingData, flops: float, *,
+                      config: dict = BASE_CONFIG, on_eval=None, desc: str = "") -> tuple[GPT, History]:
+    """Train a model of this shape on as many tokens as `flops` of compute buys, with the base model's recipe.
+
+    Each run gets the whole schedule (warm-up, cosine to the floor) over its own number of steps, which is how
+    a compute-matched comparison is run: a bigger model takes fewer steps.
+    """
     seed_everything(config["seed"])
     model = GPT(model_config)
+    base = train_config(config)
+    tokens_per_step = base.batch_size * model_config.block_size
+    max_steps = max(10, round(flops / training_flops(model, tokens_per_step)))
+    settings = replace(base, max_steps=max_steps, warmup_steps=min(base.warmup_steps, max_steps // 10),
+                       eval_interval=max(1, max_steps // 6))
     rows = batches(data.train_stream, model_config.block_size, settings.batch_size, pad_id=data.eot,
                    generator=torch.Generator().manual_seed(config["seed"]))
     history = train(model, rows, settings, val_sets=data.val_sets, on_eval=on_eval,
