@@ -322,7 +322,7 @@ def check_char_ngrams(fn) -> bool:
                 return False
     except NotImplementedError:
         print("Not done yet. Hint: lowercase the text, turn every run of white space into one space "
-              "(re.sub(r'\\s\\s+', ' ', text)), then take text[i:i + n] for every start i that leaves n letters.")
+              "(re.sub(r'\\s\\s+', ' ', text)), then take text[i:i + n] for every start i that leaves n characters.")
         return False
     print("✓ your character n-grams match scikit-learn's analyzer='char'")
     return True
