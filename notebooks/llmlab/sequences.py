@@ -232,10 +232,10 @@ def surprisal(model: CharLM, vocab: CharVocabulary, text: str) -> list[tuple[str
 
 
 def gradient_by_distance(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """||d loss_T / d h_t|| for t = T-1, T-2, ..., 0, averaged over the batch: index k is distance T-1-t = k.
+    """||d loss_T / d h_t||, averaged over the batch, by distance: element k is for t = T-1-k.
 
     The loss is the cross-entropy of the last prediction only; the sequence is run one step at a time so
-    that every hidden state h_t is a tensor autograd can report the gradient of.
+    that every hidden state h_t is a tensor autograd can take the gradient with respect to.
     """
     was_training = model.training
     model.eval()
@@ -243,14 +243,11 @@ def gradient_by_distance(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> tor
     state, hs = None, []
     for t in range(x.shape[1]):
         _, state = model.recurrent(emb[:, t : t + 1], state)
-        h = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (h, c)
-        h.retain_grad()
-        hs.append(h)
+        hs.append(state[0] if isinstance(state, tuple) else state)  # an LSTM's state is (h, c)
     loss = F.cross_entropy(model.head(hs[-1][0]), y[:, -1].to(emb.device))  # the last state is the last output
-    loss.backward()
-    model.zero_grad(set_to_none=True)
+    grads = torch.autograd.grad(loss, hs)  # the model's own .grad fields stay untouched
     model.train(was_training)
-    norms = torch.stack([h.grad[0].norm(dim=-1).mean() for h in hs])  # (T,), by position t
+    norms = torch.stack([g[0].norm(dim=-1).mean() for g in grads])  # (T,), by position t
     return norms.flip(0).cpu()  # by distance from the last position
 
 
