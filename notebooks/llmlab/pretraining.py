@@ -141,7 +141,7 @@ def _build(tokenizer):
 
 
 def _artifact_config(tokenizer) -> dict:
-    return {**BASE_CONFIG, "tokenizer": tokenizer_fingerprint(tokenizer)}
+    return {**BASE_CONFIG, "tokenizer": tokenizer_fingerprint(tokenizer), "files": 2}  # files: its format version
 
 
 def base_model() -> GPT:

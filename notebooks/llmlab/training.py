@@ -38,7 +38,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # on matrices only, never on biases or norms
     grad_clip: float = 1.0  # the largest gradient norm a step may take
     eval_interval: int = 250
-    eval_rows: int | None = None  # validation rows scored at each evaluation (None: all); the last scores all
+    eval_rows: int | None = None  # validation rows scored at each evaluation (None: all); all again at the end
 
 
 # --- the pieces of one step -----------------------------------------------------------------------------------
@@ -115,7 +115,8 @@ class History:
     lr: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)  # before clipping: how often clipping kicked in
     eval_steps: list[int] = field(default_factory=list)
-    val_loss: dict[str, list[float]] = field(default_factory=dict)  # per validation set
+    val_loss: dict[str, list[float]] = field(default_factory=dict)  # per validation set, on its first eval_rows
+    final_val_loss: dict[str, float] = field(default_factory=dict)  # per validation set, on every row, at the end
     tokens_seen: int = 0
     train_seconds: float = 0.0  # time spent on training steps (evaluations not counted)
     wall_seconds: float = 0.0
@@ -144,7 +145,8 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
           desc: str = "training") -> History:
     """Train model for config.max_steps steps on train_batches; return its History.
 
-    val_sets: named (inputs, targets) rows scored every eval_interval steps and after the last step.
+    val_sets: named (inputs, targets) rows: the first eval_rows scored every eval_interval steps and after the
+    last step (history.val_loss), every row scored once at the end (history.final_val_loss).
     plot: a llmlab.plots.LiveLossPlot to redraw at each evaluation (None: no plot).
     on_eval(step, model, history): called after each evaluation (to save a checkpoint, plot, print a sample).
     """
@@ -156,10 +158,10 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
     bar = tqdm(range(config.max_steps), desc=desc, disable=not progress, unit="step")
     since_eval: list[float] = []
 
-    def run_evaluation(step: int, final: bool) -> None:
+    def run_evaluation(step: int) -> None:
         history.eval_steps.append(step)
-        for name, (inputs, targets) in val_sets.items():
-            n = len(inputs) if final or not config.eval_rows else config.eval_rows  # the last one scores all
+        for name, (inputs, targets) in val_sets.items():  # the same rows each time, so the curve compares like
+            n = config.eval_rows or len(inputs)          # with like
             history.val_loss[name].append(evaluate(model, inputs[:n], targets[:n]))
         if plot is not None:
             if since_eval:
@@ -196,8 +198,11 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{history.tokens_per_second:,.0f}")
         done = step + 1  # updates made so far
         if done % config.eval_interval == 0 or done == config.max_steps:
-            run_evaluation(done, final=done == config.max_steps)
+            run_evaluation(done)
     bar.close()
+    for name, (inputs, targets) in val_sets.items():
+        scored_all = not config.eval_rows or config.eval_rows >= len(inputs)
+        history.final_val_loss[name] = history.val_loss[name][-1] if scored_all else evaluate(model, inputs, targets)
     history.wall_seconds = time.perf_counter() - start
     model.eval()
     return history

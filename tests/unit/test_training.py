@@ -86,7 +86,8 @@ def test_a_tiny_model_learns_real_text():
                     TrainConfig(max_steps=150, batch_size=16, learning_rate=3e-3, warmup_steps=10,
                                 eval_interval=50),
                     val_sets={"val": val}, progress=False)
-    assert history.val_loss["val"][-1] < 2.9 < before  # far below uniform guessing (4.17 nats)
+    assert history.final_val_loss["val"] < 2.9 < before  # far below uniform guessing (4.17 nats)
+    assert history.final_val_loss["val"] == history.val_loss["val"][-1]  # eval_rows unset: all rows each time
     assert history.final_train_loss(20) < history.train_loss[0] - 1.0
     assert history.eval_steps == [50, 100, 150]
     assert history.tokens_seen == 150 * 16 * 32 and history.tokens_per_second > 0
