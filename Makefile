@@ -43,9 +43,13 @@ test-ipywidgets7: setup
 course: setup
 	$(BIN)/python tools/run_notebooks.py course $(NOTEBOOKS)
 
-# Full-mode wall time, peak memory and key figures per notebook, plus the benchmarks, into bench/results.json.
+# Full-mode wall time, peak memory and key figures per notebook (each from an empty artifact cache, as in a
+# fresh clone), then the benchmarks: the nanoGPT CPU recipe, KV cache and llama.cpp speed. All into
+# bench/results.json. BENCH_FLAGS=--save-outputs also writes the outputs into the notebooks, as `make course`.
 bench: setup
-	$(BIN)/python tools/run_notebooks.py bench $(NOTEBOOKS)
+	$(BIN)/python tools/run_notebooks.py bench $(BENCH_FLAGS) $(NOTEBOOKS)
+	$(BIN)/python bench/shakespeare_char.py
+	$(BIN)/python bench/inference.py
 
 clean-cache:
 	rm -rf .cache/llmlab

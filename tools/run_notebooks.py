@@ -4,6 +4,7 @@
     python tools/run_notebooks.py course [NAMES...]   full mode, outputs written back into the notebooks
     python tools/run_notebooks.py bench [NAMES...]    full mode; wall time, peak memory and key figures per
                                                   notebook, merged into bench/results.json
+                                                  (--save-outputs: also write the outputs back, as `course`)
 
 A name is a notebook's number or file name ("06", "06_pretraining.ipynb"); none means all.
 """
@@ -83,42 +84,50 @@ def execute(path: Path, mode: str, *, write_back: bool = False, extra_env: dict 
     return nb
 
 
-def bench_one(path: Path) -> dict:
-    """Full-mode run of one notebook in a child process: its wall time, its kernel's peak memory, its figures."""
+def bench_one(path: Path, save_outputs: bool = False) -> dict:
+    """Full-mode run of one notebook in a child process: its wall time, its kernel's peak memory, its figures.
+
+    The artifact cache starts empty, as in a fresh clone: a notebook that needs the tokenizer or the base model
+    builds it, and its time counts.
+    """
     with tempfile.TemporaryDirectory() as scratch:
         figures_file = Path(scratch) / "figures.json"
         start = time.perf_counter()
         child = subprocess.run(
-            [sys.executable, __file__, "_measure", str(path), str(figures_file)], capture_output=True, text=True
+            [sys.executable, __file__, "_measure", str(path), str(figures_file), str(int(save_outputs))],
+            capture_output=True, text=True,
         )
         wall = time.perf_counter() - start
         if child.returncode != 0:
             raise NotebookError(child.stdout[-4000:] + child.stderr[-4000:])
         measured = json.loads(child.stdout.strip().splitlines()[-1])
         figures = json.loads(figures_file.read_text()) if figures_file.exists() else {}
-    return {"wall_s": round(wall, 1), "peak_rss_mib": measured["peak_rss_mib"], "figures": figures}
+    return {"wall_s": round(wall, 1), "peak_rss_mib": measured["peak_rss_mib"], "cache": "cold", "figures": figures}
 
 
-def _measure(path: str, figures_file: str) -> None:
-    execute(Path(path), "full", write_back=False, extra_env={"LLMLAB_RESULTS": figures_file})
+def _measure(path: str, figures_file: str, save_outputs: str) -> None:
+    cold_cache = str(Path(figures_file).parent / "cache")
+    execute(Path(path), "full", write_back=save_outputs == "1",
+            extra_env={"LLMLAB_RESULTS": figures_file, "LLMLAB_CACHE": cold_cache})
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel was our child
     print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1)}))
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
-        _measure(*sys.argv[2:4])
+        _measure(*sys.argv[2:5])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["test", "course", "bench"])
     parser.add_argument("names", nargs="*")
+    parser.add_argument("--save-outputs", action="store_true", help="bench: write the outputs back too")
     args = parser.parse_args()
     failures = []
     for path in select(args.names):
         start = time.perf_counter()
         try:
             if args.command == "bench":
-                row = bench_one(path)
+                row = bench_one(path, args.save_outputs)
                 results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
                 results.setdefault("machine", {})
                 results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
