@@ -23,7 +23,11 @@ def shakespeare() -> str:
 
 @cache
 def tinystories() -> list[str]:
-    """The TinyStories sample, one story per item (the first, cut mid-text, is dropped)."""
+    """The TinyStories sample as paragraphs (blank-line separated; the first, cut mid-text, is dropped).
+
+    The sample lost the markers between stories, so one story may span several paragraphs;
+    `llmlab.data.tinystories_documents` regroups them into stories for pretraining.
+    """
     stories = [s.strip() for s in re.split(r"\n\s*\n", read_text("tinystories_val_sample.txt"))]
     return [s for s in stories[1:] if s]
 

@@ -2,9 +2,9 @@
 
 import inspect
 
-from IPython.display import Code
+from IPython.display import Code, display
 
 
-def show_source(*objects) -> Code:
-    """The source of functions, classes or modules, syntax-highlighted, one after another."""
-    return Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python")
+def show_source(*objects) -> None:
+    """Display the source of functions, classes or modules, syntax-highlighted, one after another."""
+    display(Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python"))

@@ -116,8 +116,10 @@ def test_data_readme_credits_every_corpus():
             assert f"`{entry.name}" in credits, f"data/README.md does not credit {entry.name}"
 
 
-def test_show_source_shows_the_real_definition():
-    from llmlab import show_source
+def test_show_source_shows_the_real_definition(monkeypatch):
+    from llmlab import show_source, source
 
-    code = show_source(sizing.memory_gb, tasks.LetterCount)
-    assert code.data.startswith("def memory_gb(") and "class LetterCount" in code.data
+    shown = []
+    monkeypatch.setattr(source, "display", shown.append)
+    show_source(sizing.memory_gb, tasks.LetterCount)
+    assert shown[0].data.startswith("def memory_gb(") and "class LetterCount" in shown[0].data
