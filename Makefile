@@ -22,7 +22,7 @@ $(READY): environment.yml
 	touch $(READY)
 
 lab: setup
-	cd notebooks && ../$(BIN)/jupyter lab
+	cd notebooks && $(abspath $(BIN))/jupyter lab
 
 # Unit tests, then every notebook alone in a fresh kernel in fast mode.
 test: setup

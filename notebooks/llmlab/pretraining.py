@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from llmlab import artifacts
+from llmlab import artifacts, sizing
 from llmlab.data import (MixtureRow, batches, cut_rows, inputs_and_targets, mixture_documents, pack_documents,
                          sample_mixture, split_documents)
 from llmlab.gpt import GPT, GPTConfig
@@ -179,12 +179,12 @@ def base_checkpoints() -> dict[int, GPT]:
 # --- a scaling experiment -------------------------------------------------------------------------------------
 
 def training_flops(model: GPT, tokens: int) -> float:
-    """The compute of training on `tokens` tokens: about 6 FLOPs per parameter per token (Kaplan et al., 2020).
+    """The compute of training `model` on `tokens` tokens, by the 6 x parameters x tokens rule (Kaplan et al.).
 
-    2 for the forward pass (a multiply and an add per weight), 4 for the backward pass. The parameters counted
-    are those that do matrix products, the tied output layer included; the position table is a lookup.
+    The parameters counted are those that do matrix products, the tied output layer included; the position
+    table is a lookup.
     """
-    return 6 * model.num_parameters(non_embedding=True) * tokens
+    return sizing.training_flops(model.num_parameters(non_embedding=True), tokens)
 
 
 def train_for_compute(model_config: GPTConfig, data: PretrainingData, flops: float, *,
