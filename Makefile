@@ -21,8 +21,9 @@ $(READY): environment.yml
 	$(BIN)/python -m pip install --requirement $(VENV)/requirements.txt
 	touch $(READY)
 
+# (--allow-root only where you are root, as in a container: JupyterLab refuses to start otherwise.)
 lab: setup
-	cd notebooks && $(abspath $(BIN))/jupyter lab
+	cd notebooks && $(abspath $(BIN))/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Unit tests, then every notebook alone in a fresh kernel in fast mode.
 test: setup
