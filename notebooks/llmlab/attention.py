@@ -11,20 +11,10 @@ import random
 
 import torch
 
+# Attention itself is defined once, in notebook 03's module, where the course first meets it as a soft lookup.
+from llmlab.sequences import attention as scaled_dot_product_attention  # noqa: F401  (re-exported for 05)
+
 # --- attention ------------------------------------------------------------------------------------------
-
-
-def scaled_dot_product_attention(q, k, v, mask=None):
-    """softmax(q kᵀ / √d) v, and the weights: how much each query (row) takes from each key (column).
-
-    q (..., Tq, d), k and v (..., Tk, d); mask (Tq, Tk) or broadcastable, True where a query may look.
-    Dividing by √d keeps the scores' spread near 1 whatever d is, so the softmax does not saturate.
-    """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no weight at all
-    weights = torch.softmax(scores, dim=-1)
-    return weights @ v, weights
 
 
 def causal_mask(n_new: int, n_past: int = 0) -> torch.Tensor:
