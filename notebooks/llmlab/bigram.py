@@ -6,10 +6,31 @@ It predicts each character from the one before it alone: its context window is o
 import torch
 
 
-class CharBigram:
-    def __init__(self, text: str, smoothing: float = 1.0):
+class CharVocabulary:
+    """Every distinct character of a text, numbered in sorted order: the tokenizer of a character model."""
+
+    def __init__(self, text: str):
         self.chars = sorted(set(text))
         self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}; "
+                             f"it has {len(self)}: {''.join(self.chars)!r}")
+        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+class CharBigram:
+    def __init__(self, text: str, smoothing: float = 1.0):
+        self.vocab = CharVocabulary(text)
+        self.chars, self.index = self.vocab.chars, self.vocab.index
         ids = self.encode(text)
         n = len(self.chars)
         # counts[a, b]: how often character b follows character a
@@ -19,13 +40,10 @@ class CharBigram:
         self.probs = smoothed / smoothed.sum(dim=1, keepdim=True)
 
     def encode(self, text: str) -> torch.Tensor:
-        unknown = sorted(set(text) - set(self.index))
-        if unknown:
-            raise ValueError(f"characters not in the training text: {unknown}")
-        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+        return self.vocab.encode(text)
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        return self.vocab.decode(ids)
 
     def next_char_probs(self, char: str) -> dict[str, float]:
         row = self.probs[self.encode(char)[0]]

@@ -15,29 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from llmlab.bigram import CharVocabulary  # noqa: F401  (the character tokenizer, defined in notebook 00's module)
+
 
 # --- Characters as ids ------------------------------------------------------------------------------------------
-
-
-class CharVocabulary:
-    """Every distinct character of a text, numbered in sorted order: the tokenizer of a character model."""
-
-    def __init__(self, text: str):
-        self.chars = sorted(set(text))
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> torch.Tensor:
-        unknown = sorted(set(text) - self.index.keys())
-        if unknown:
-            raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}; "
-                             f"it has {len(self)}: {''.join(self.chars)!r}")
-        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
 
 
 def split_train_val(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,7 +54,7 @@ def test_bigram_loss_equals_torch_cross_entropy():
 def test_bigram_sampling_is_seeded_and_rejects_unknown_characters():
     model = bigram.CharBigram("hello world")
     assert model.complete("h", 30, seed=3) == model.complete("h", 30, seed=3)
-    with pytest.raises(ValueError, match=r"not in the training text: \['z'\]"):
+    with pytest.raises(ValueError, match=r"characters not in the vocabulary: 'z'"):
         model.encode("z")
 
 
