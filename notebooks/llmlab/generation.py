@@ -83,7 +83,7 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def stream_tokens(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None, stop_tokens=(), use_cache: bool = True,
                   generator: torch.Generator | None = None) -> Iterator[int]:

@@ -27,24 +27,40 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, one pair per layer, so each new token costs one step."""
+    """Keys and values of the tokens seen so far, one pair per layer, so each new token costs one step.
+
+    Each layer's keys and values live in a buffer with room to spare: a step writes its new ones in place and
+    reads back a view of all of them. (Growing a tensor with torch.cat at every token would copy the whole cache
+    each time.) When the room runs out the buffer doubles, so a cache needs no size up front.
+    """
 
     def __init__(self):
-        self.keys: list[torch.Tensor] = []
+        self.keys: list[torch.Tensor] = []  # per layer: (B, heads, room, head_dim), the first lengths[layer] filled
         self.values: list[torch.Tensor] = []
+        self.lengths: list[int] = []
 
     def __len__(self) -> int:
-        return self.keys[0].shape[2] if self.keys else 0
+        return self.lengths[0] if self.lengths else 0
+
+    def length(self, layer: int) -> int:
+        """Tokens cached in this layer (earlier layers already hold the step being computed)."""
+        return self.lengths[layer] if layer < len(self.lengths) else 0
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append this step's (B, heads, T, head_dim) keys and values; return all of them so far."""
-        if layer == len(self.keys):
-            self.keys.append(k)
-            self.values.append(v)
-        else:
-            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
-            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
-        return self.keys[layer], self.values[layer]
+        """Store this step's (B, heads, T, head_dim) keys and values; return all of this layer's so far."""
+        if layer == len(self.keys):  # the first step: set aside room for it and as many tokens again
+            self.keys.append(k.new_empty(*k.shape[:2], 2 * k.shape[2], k.shape[3]))
+            self.values.append(v.new_empty(self.keys[-1].shape))
+            self.lengths.append(0)
+        start, end = self.lengths[layer], self.lengths[layer] + k.shape[2]
+        if end > self.keys[layer].shape[2]:  # full: double the room, keeping what is stored
+            self.keys[layer] = torch.cat([self.keys[layer], torch.empty_like(self.keys[layer])], dim=2)
+            self.values[layer] = torch.cat([self.values[layer], torch.empty_like(self.values[layer])], dim=2)
+            return self.update(layer, k, v)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        self.lengths[layer] = end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -62,8 +78,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim): each head attends in its own subspace
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        # this layer's cached length: earlier layers have already appended this step's keys
-        past = cache.keys[layer].shape[2] if cache is not None and layer < len(cache.keys) else 0
+        past = cache.length(layer) if cache is not None else 0  # tokens this layer has cached before this step
         if cache is not None:
             k, v = cache.update(layer, k, v)
         if past == 0:
