@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from llmlab import paths, runtime
+from llmlab.generation import fastest_total
 from llmlab.gpt import GPT, to_transformers
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, what the course GPT (and GPT-2) use
@@ -198,25 +199,35 @@ def load_gguf(path, *, exact: bool = False, logits_all: bool = False, n_threads:
     return llama_cpp.Llama(**options)
 
 
-def greedy_tokens_llama_cpp(llm, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """The new token ids llama.cpp generates greedily (temperature 0, top-k 1), stopping after eos."""
+def greedy_tokens_llama_cpp(llm, prompt_ids: list[int], max_new_tokens: int,
+                            latencies: list[float] | None = None) -> list[int]:
+    """The new token ids llama.cpp generates greedily (temperature 0, top-k 1), stopping after eos.
+
+    latencies, when given, receives the seconds each new token took (the first includes reading the prompt).
+    """
     llm.reset()
-    new = []
+    new, last = [], time.perf_counter()
     for token in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
         new.append(token)
+        if latencies is not None:
+            now = time.perf_counter()
+            latencies.append(now - last)
+            last = now
         if token == llm.token_eos() or len(new) == max_new_tokens:
             break
     return new
 
 
 def llama_cpp_speed(llm, prompt_ids: list[int], max_new_tokens: int, repeats: int = 3) -> tuple[float, list[int]]:
-    """Tokens/s of llama.cpp's greedy generation (the best of repeats runs) and the tokens it wrote."""
-    best, tokens = float("inf"), []
+    """Tokens/s of llama.cpp's greedy generation and the tokens it wrote.
+
+    Timed like `llmlab.generation.generation_speed`: each token at its fastest over repeats runs.
+    """
+    runs = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = greedy_tokens_llama_cpp(llm, prompt_ids, max_new_tokens)
-        best = min(best, time.perf_counter() - start)
-    return len(tokens) / best, tokens
+        runs.append([])
+        tokens = greedy_tokens_llama_cpp(llm, prompt_ids, max_new_tokens, latencies=runs[-1])
+    return len(tokens) / fastest_total(runs), tokens
 
 
 def llama_cpp_logits(llm, ids: list[int]) -> torch.Tensor:

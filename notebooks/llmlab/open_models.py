@@ -111,10 +111,40 @@ def load_gguf_chat(path, *, n_ctx: int = 2048, n_threads: int | None = None):
     return llama_cpp.Llama(**options)
 
 
+def chat_prompt(llm, messages: list[dict]) -> str:
+    """The text the model reads for messages: its GGUF chat template filled in (llama-cpp-python's llama-2
+    format when the file has no template, which is what llama-cpp-python falls back to)."""
+    from llama_cpp import llama_chat_format as formats
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return formats.format_llama2(messages=messages).prompt
+    token_text = lambda i: llm.detokenize([i], special=True).decode(errors="ignore") if i >= 0 else ""  # noqa: E731
+    formatter = formats.Jinja2ChatFormatter(template, eos_token=token_text(llm.token_eos()),
+                                            bos_token=token_text(llm.token_bos()))
+    return formatter(messages=messages).prompt
+
+
+CHAT_MARGIN = 8  # tokens kept free: llama-cpp-python may format the turns a little differently
+
+
 def chat(llm, question: str, *, system: str | None = None, max_tokens: int = 128, temperature: float = 0.0,
          **sampling) -> str:
-    """The model's answer to one user message, formatted with the chat template stored in its GGUF file."""
+    """The model's answer to one user message, formatted with the chat template stored in its GGUF file.
+
+    The answer is cut short so the conversation fits the context the model was trained on; a question that does
+    not fit at all is a clear error. (llama.cpp would read on past a model's learned positions and abort.)
+    """
+    import llama_cpp
+
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    reply = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                       **sampling)
+    # the smaller of the window llama.cpp made room for and the positions the model learned
+    limit = min(llm.n_ctx(), llama_cpp.llama_model_n_ctx_train(llm.model))
+    prompt_tokens = len(llm.tokenize(chat_prompt(llm, messages).encode(), add_bos=True, special=True))
+    room = limit - prompt_tokens - CHAT_MARGIN
+    if room < 1:
+        raise ValueError(f"the conversation is about {prompt_tokens} tokens, and this model reads at most {limit}: "
+                         "shorten the question (or the system message)")
+    reply = llm.create_chat_completion(messages=messages, max_tokens=min(max_tokens, room),
+                                       temperature=temperature, **sampling)
     return reply["choices"][0]["message"]["content"]

@@ -75,3 +75,20 @@ def test_gguf_chat_finder_and_loader_on_the_course_export(model, tokenizer, tmp_
         assert isinstance(answer, str)
     finally:
         llm.close()
+
+
+def test_chat_stays_inside_the_positions_a_small_model_learned(model, tokenizer, tmp_path):
+    """The test model learned 64 positions; llama.cpp keeps a context of at least 256, and reading past position
+    64 would abort the process. chat() cuts the answer to fit, and refuses a question that cannot fit."""
+    import llama_cpp
+
+    path = export_gguf(model, tokenizer, tmp_path / "tiny-instruct.gguf")
+    llm = open_models.load_gguf_chat(path, n_ctx=256)
+    try:
+        assert llama_cpp.llama_model_n_ctx_train(llm.model) == 64 and llm.n_ctx() >= 256
+        answer = open_models.chat(llm, "How many 'r's are in strawberry?", max_tokens=500)
+        assert len(llm.tokenize(answer.encode(), add_bos=False)) <= 64
+        with pytest.raises(ValueError, match="reads at most 64"):
+            open_models.chat(llm, "How many 'r's are in the word strawberry? " * 10)
+    finally:
+        llm.close()
