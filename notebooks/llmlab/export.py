@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from llmlab import paths, runtime
-from llmlab.generation import fastest_total
+from llmlab.generation import fastest_latencies
 from llmlab.gpt import GPT, to_transformers
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, what the course GPT (and GPT-2) use
@@ -227,7 +227,8 @@ def llama_cpp_speed(llm, prompt_ids: list[int], max_new_tokens: int, repeats: in
     for _ in range(repeats):
         runs.append([])
         tokens = greedy_tokens_llama_cpp(llm, prompt_ids, max_new_tokens, latencies=runs[-1])
-    return len(tokens) / fastest_total(runs), tokens
+    fastest = fastest_latencies(runs)
+    return len(fastest) / sum(fastest), tokens
 
 
 def llama_cpp_logits(llm, ids: list[int]) -> torch.Tensor:

@@ -193,20 +193,20 @@ def token_latencies(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bo
     return times
 
 
-def fastest_total(runs: list[list[float]]) -> float:
-    """Seconds for the whole sequence, taking each token at its fastest over several timed runs.
+def fastest_latencies(runs: list[list[float]]) -> list[float]:
+    """Each token's fastest time over several timed runs of the same generation (lists from `token_latencies`).
 
     Other programs on the machine only ever slow a step down, never speed it up, so the fastest time seen at
     each position is the closest to what the machine can do (timeit takes the minimum for the same reason).
     """
-    return sum(min(times) for times in zip(*runs))
+    return [min(times) for times in zip(*runs)]
 
 
 def generation_speed(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True,
                      repeats: int = 3) -> float:
-    """Tokens per second of greedy generation, each token at its fastest over repeats runs (`fastest_total`)."""
-    runs = [token_latencies(model, idx, max_new_tokens, use_cache) for _ in range(repeats)]
-    return len(runs[0]) / fastest_total(runs)
+    """Tokens per second of greedy generation, each token at its fastest over repeats runs."""
+    fastest = fastest_latencies([token_latencies(model, idx, max_new_tokens, use_cache) for _ in range(repeats)])
+    return len(fastest) / sum(fastest)
 
 
 # --- prompting a base model -------------------------------------------------------------------------------------

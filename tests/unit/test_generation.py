@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from llmlab.generation import (apply_temperature, check_min_p, check_repetition_penalty, few_shot_accuracy, repeated_sequence_loss,
+from llmlab.generation import (apply_temperature, check_min_p, check_repetition_penalty, fastest_latencies,
+                               few_shot_accuracy, repeated_sequence_loss,
                                continuation_logprob, few_shot_choice_accuracy,
                                few_shot_prompt, generate, generate_text, next_token_distribution,
                                repeated_ngram_fraction, sample_next_token, stream_tokens, token_latencies,
@@ -183,6 +184,11 @@ def test_streamed_tokens_are_the_generated_ones_and_latencies_count_them():
     assert streamed == generate(model, idx, 9, temperature=0)[0, 3:].tolist()
     times = token_latencies(model, idx, 9, use_cache=False)
     assert len(times) == 9 and all(t > 0 for t in times)
+
+
+def test_fastest_latencies_take_each_position_at_its_fastest():
+    runs = [[3.0, 1.0, 2.0], [1.0, 2.0, 5.0], [2.0, 4.0, 0.5]]
+    assert fastest_latencies(runs) == [1.0, 1.0, 0.5]
 
 
 def test_repeated_ngram_fraction_on_known_sequences():
