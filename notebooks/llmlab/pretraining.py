@@ -28,7 +28,9 @@ from llmlab.training import History, TrainConfig, load_model, save_model, train
 ARTIFACT_NAME = "base"
 
 # Every setting the base model depends on. Sizes are picked so the full build takes about two minutes on a
-# 2-core laptop CPU (about 0.74 M tokens at 6-7 k tokens/s); fast mode is a toy that trains in seconds.
+# 2-core laptop CPU (about 0.74 M tokens at 7-8 k tokens/s); fast mode is a toy that trains in seconds.
+# Batches of 2 rows: on a CPU a smaller batch costs no tokens/s, and 1,440 small steps teach this model more
+# than 360 steps of 8 rows (validation loss on TinyStories 4.01 against 4.29 nats/token, same tokens).
 BASE_CONFIG = {
     "data": {
         # Sampling proportions, as LLaMA's Table 1 gives them: the share of the training tokens drawn from each
@@ -41,11 +43,11 @@ BASE_CONFIG = {
     "model": {"n_layer": by_mode(full=4, fast=2), "n_head": by_mode(full=4, fast=2),
               "n_embd": by_mode(full=128, fast=32), "block_size": by_mode(full=256, fast=64),
               "dropout": 0.0, "bias": True},
-    "training": {"max_steps": by_mode(full=360, fast=30), "batch_size": 8,
-                 "learning_rate": 2e-3, "min_lr": 2e-4, "warmup_steps": by_mode(full=30, fast=5),
+    "training": {"max_steps": by_mode(full=1440, fast=30), "batch_size": by_mode(full=2, fast=8),
+                 "learning_rate": 2e-3, "min_lr": 2e-4, "warmup_steps": by_mode(full=120, fast=5),
                  "betas": [0.9, 0.99], "weight_decay": 0.1, "grad_clip": 1.0,
-                 "eval_interval": by_mode(full=30, fast=10), "eval_rows": by_mode(full=16, fast=8)},
-    "checkpoints": by_mode(full=[30, 90, 180], fast=[10, 20]),  # earlier models, kept to watch them improve
+                 "eval_interval": by_mode(full=120, fast=10), "eval_rows": by_mode(full=16, fast=8)},
+    "checkpoints": by_mode(full=[120, 360, 720], fast=[10, 20]),  # earlier models, kept to watch them improve
     "seed": 1337,
 }
 
