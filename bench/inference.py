@@ -60,6 +60,8 @@ def main() -> dict:
     new_tokens = min(NEW_TOKENS, model.config.block_size - 1)
     prompt = torch.tensor([[eot]])
 
+    for use_cache in (True, False):  # warm-up: the first runs allocate memory and prepare kernels
+        generation_speed(model, prompt, new_tokens, use_cache=use_cache, repeats=1)
     cached, cached_threads = at_best_thread_count(
         lambda threads: generation_speed(model, prompt, new_tokens, use_cache=True, repeats=REPEATS))
     uncached, uncached_threads = at_best_thread_count(

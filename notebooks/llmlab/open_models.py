@@ -119,9 +119,12 @@ def chat_prompt(llm, messages: list[dict]) -> str:
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         return formats.format_llama2(messages=messages).prompt
-    token_text = lambda i: llm.detokenize([i], special=True).decode(errors="ignore") if i >= 0 else ""  # noqa: E731
-    formatter = formats.Jinja2ChatFormatter(template, eos_token=token_text(llm.token_eos()),
-                                            bos_token=token_text(llm.token_bos()))
+
+    def text_of(token_id: int) -> str:  # how the template writes a special token (-1: the model has none)
+        return llm.detokenize([token_id], special=True).decode(errors="ignore") if token_id >= 0 else ""
+
+    formatter = formats.Jinja2ChatFormatter(template, eos_token=text_of(llm.token_eos()),
+                                            bos_token=text_of(llm.token_bos()))
     return formatter(messages=messages).prompt
 
 

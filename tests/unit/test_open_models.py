@@ -92,3 +92,18 @@ def test_chat_stays_inside_the_positions_a_small_model_learned(model, tokenizer,
             open_models.chat(llm, "How many 'r's are in the word strawberry? " * 10)
     finally:
         llm.close()
+
+
+def test_chat_prompt_fills_in_the_template_stored_in_the_gguf(model, tokenizer, tmp_path):
+    path = export_gguf(model, tokenizer, tmp_path / "tiny.gguf")
+    llm = open_models.load_gguf_chat(path, n_ctx=256)
+    try:
+        messages = [{"role": "user", "content": "How many 'r's are in strawberry?"}]
+        assert "How many 'r's are in strawberry?" in open_models.chat_prompt(llm, messages)  # the fallback format
+        llm.metadata["tokenizer.chat_template"] = (  # ChatML, the template of Qwen and many others
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        assert open_models.chat_prompt(llm, messages) == (
+            "<|im_start|>user\nHow many 'r's are in strawberry?<|im_end|>\n<|im_start|>assistant\n")
+    finally:
+        llm.close()
