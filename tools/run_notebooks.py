@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("command", choices=["test", "course", "bench"])
     parser.add_argument("names", nargs="*")
     parser.add_argument("--save-outputs", action="store_true", help="bench: write the outputs back too")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # `bench --save-outputs 07` as make passes it
     failures = []
     for path in select(args.names):
         start = time.perf_counter()
