@@ -1,0 +1,47 @@
+"""Argument checks at the doors of llmlab's public functions: one readable refusal instead of a deep traceback.
+
+Every refusal is a `CourseError` (a ValueError, so existing `except ValueError` code and the widgets catch it)
+whose message is one sentence naming the argument, the value it got and what would work:
+
+    check_positive_int("max_new_tokens", 0)  ->  CourseError: max_new_tokens must be a whole number >= 1, not 0
+"""
+
+import math
+
+
+class CourseError(ValueError):
+    """A refused argument, explained in one sentence."""
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """value as an int in [minimum, maximum]; bools, floats and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CourseError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum:,}" if maximum is not None else ""
+        raise CourseError(f"{name} must be a whole number >= {minimum}{upper}, not {value!r}")
+    return value
+
+
+def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+                 strict_minimum: bool = False) -> float:
+    """value as a finite float within the bounds (strict_minimum: value > minimum)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CourseError(f"{name} must be a finite number, not {value!r}")
+    low_fails = minimum is not None and (value <= minimum if strict_minimum else value < minimum)
+    if low_fails or (maximum is not None and value > maximum):
+        low = "" if minimum is None else f"{'>' if strict_minimum else '>='} {minimum}"
+        high = "" if maximum is None else f"<= {maximum}"
+        raise CourseError(f"{name} must be {' and '.join(b for b in (low, high) if b)}, not {value!r}")
+    return float(value)
+
+
+def check_text(name: str, value, *, allow_empty: bool = False, max_chars: int | None = None) -> str:
+    """value as a str (not None, not a number), non-empty unless allowed, at most max_chars long."""
+    if not isinstance(value, str):
+        raise CourseError(f"{name} must be text (a str), not {type(value).__name__} {value!r}")
+    if not allow_empty and not value.strip():
+        raise CourseError(f"{name} is empty: type some text")
+    if max_chars is not None and len(value) > max_chars:
+        raise CourseError(f"{name} has {len(value):,} characters; at most {max_chars:,} are accepted here")
+    return value
