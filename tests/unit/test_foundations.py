@@ -69,13 +69,6 @@ def test_strawberry_grading(reply, correct):
     assert tasks.STRAWBERRY.reward(reply) == float(correct)
 
 
-def test_letter_count_examples_are_seeded_and_answered_by_count():
-    examples = tasks.letter_count_examples(["banana", "cherry", "kiwi"], 20, seed=1)
-    assert examples == tasks.letter_count_examples(["banana", "cherry", "kiwi"], 20, seed=1)
-    for ex in examples:
-        assert ex.letter in ex.word and ex.answer == ex.word.count(ex.letter)
-
-
 def test_results_are_recorded_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.delenv("LLMLAB_RESULTS", raising=False)
     assert results.record("x", 1.5) == 1.5
