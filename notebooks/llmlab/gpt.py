@@ -73,7 +73,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, layer: int = 0, cache: KVCache | None = None):
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, mask: torch.Tensor | None = None):
+        """mask: (B, 1, T, keys) booleans, True where a query may look (batched rows with padding); None: causal."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim): each head attends in its own subspace
@@ -81,7 +82,10 @@ class CausalSelfAttention(nn.Module):
         past = cache.length(layer) if cache is not None else 0  # tokens this layer has cached before this step
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        if past == 0:
+        causal = False
+        if mask is not None:
+            pass  # the caller's mask already holds causality and padding
+        elif past == 0:
             mask, causal = None, True
         elif T == 1:
             mask, causal = None, False  # one new token may look at everything before it
@@ -115,8 +119,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, layer: int = 0, cache: KVCache | None = None):
-        x = x + self.attn(self.ln_1(x), layer, cache)
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, mask: torch.Tensor | None = None):
+        x = x + self.attn(self.ln_1(x), layer, cache, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -154,10 +158,13 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, pad_lengths: torch.Tensor | None = None):
         """Logits (B, T, vocab) for token ids (B, T); the mean cross-entropy too when targets are given.
 
         With a cache, idx holds only the new tokens: their positions continue after the cached ones.
+        pad_lengths (B,): rows of different lengths padded on the LEFT with that many tokens (batched generation);
+        each row's positions then start at its first real token and no real token looks at a pad, so every row
+        gets the logits it would get alone.
         """
         B, T = idx.shape
         past = len(cache) if cache is not None else 0
@@ -168,14 +175,32 @@ class GPT(nn.Module):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), the vocabulary; "
                              f"got {idx.min().item()} .. {idx.max().item()}")
         pos = torch.arange(past, past + T, device=idx.device)
+        mask = None
+        if pad_lengths is not None:
+            pos, mask = padded_positions_and_mask(pos, past, pad_lengths.to(idx.device))
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, layer, cache)
+            x = block(x, layer, cache, mask)
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+
+def padded_positions_and_mask(pos: torch.Tensor, past: int, pad_lengths: torch.Tensor):
+    """Positions (B, T) and an attention mask (B, 1, T, past + T) for rows left-padded by pad_lengths tokens.
+
+    A real token at index i of row b has position i - pad_lengths[b] and sees the real tokens up to itself. A pad
+    token sees only itself (a row with nothing to look at would give NaN); its output is never used.
+    """
+    positions = (pos[None, :] - pad_lengths[:, None]).clamp(min=0)
+    keys = torch.arange(past + pos.numel(), device=pos.device)
+    causal = keys[None, :] <= pos[:, None]  # (T, keys)
+    real_key = keys[None, :] >= pad_lengths[:, None]  # (B, keys)
+    itself = keys[None, :] == pos[:, None]
+    mask = (causal[None] & real_key[:, None, :]) | itself[None]
+    return positions, mask[:, None]
 
 
 @torch.no_grad()
