@@ -20,6 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from llmlab import artifacts, corpora
+from llmlab.chat import CHAT_TEMPLATE
 from llmlab.runtime import by_mode
 
 EOT = "<|endoftext|>"
@@ -77,6 +78,7 @@ def _load(folder: Path) -> PreTrainedTokenizerFast:
     ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     if ids != list(range(len(SPECIAL_TOKENS))):
         raise ValueError(f"special tokens must have ids 0..{len(SPECIAL_TOKENS) - 1}, found {ids}")
+    tokenizer.chat_template = CHAT_TEMPLATE  # llmlab.chat: apply_chat_template gives the ids SFT trains on
     return tokenizer
 
 
