@@ -80,7 +80,18 @@ def execute(path: Path, mode: str, *, write_back: bool = False, extra_env: dict 
     if errors:
         raise NotebookError(f"{path.name} has error outputs in {mode} mode: " + "; ".join(errors))
     if write_back:
-        nbformat.write(nb, path)
+        nbformat.write(strip_volatile_metadata(nb), path)
+    return nb
+
+
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime")  # nbclient's and jupyterlab-execute-time's timestamps
+
+
+def strip_volatile_metadata(nb):
+    """Drop what changes on every run without changing what the notebook shows, so diffs show real changes."""
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
     return nb
 
 

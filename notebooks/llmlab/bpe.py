@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 import regex
-from tqdm.auto import tqdm
+from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 # GPT-2's pre-tokenizer: contractions, a word (letters) with an optional leading space, a number, a run of
 # other symbols, then whitespace. `\s+(?!\S)` keeps the last space of a run for the word that follows.

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab import artifacts, corpora
 

@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab.bigram import CharVocabulary  # noqa: F401  (the character tokenizer, defined in notebook 00's module)
 

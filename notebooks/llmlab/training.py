@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import load_model as _load_weights
 from safetensors.torch import save_model as _save_weights
-from tqdm.auto import tqdm
+from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab.gpt import GPT, GPTConfig
 
