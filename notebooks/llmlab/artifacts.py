@@ -9,11 +9,15 @@ first and renamed into place, so an interrupted build never leaves a half-writte
 config differs (stale) or whose files do not match their hashes or fail to load (corrupt) is rebuilt, with
 a one-line message saying why. A lock file makes a second process (another notebook open at the same time)
 wait for a build in progress and then load its result, instead of building the same thing twice.
+
+A name is lowercase letters, digits, "_" and "-" (`base`, `sft-persona`), so that no name can point outside its own
+folder: "" or ".." would otherwise make a rebuild delete other entries.
 """
 
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,8 +29,19 @@ except ImportError:
     fcntl = None
 
 from llmlab import paths, runtime
+from llmlab.checks import CourseError, check_text
 
 MANIFEST = "manifest.json"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def check_name(name) -> str:
+    """name, if it is a valid artifact name (one folder inside the cache); a CourseError otherwise."""
+    check_text("name", name)
+    if not NAME_PATTERN.fullmatch(name) or len(name) > 100:
+        raise CourseError(f"artifact name {name!r} is not allowed: use lowercase letters, digits, '_' and '-' "
+                          "(up to 100 characters), starting with a letter or digit, e.g. 'base' or 'sft-persona'")
+    return name
 
 
 def _sha256(path: Path) -> str:
@@ -39,7 +54,7 @@ def _sha256(path: Path) -> str:
 
 def entry_dir(name: str) -> Path:
     """The cache folder of an artifact in the current run mode."""
-    return paths.CACHE_DIR / runtime.MODE / name
+    return paths.CACHE_DIR / runtime.MODE / check_name(name)
 
 
 def _problem(folder: Path, config: dict) -> str | None:
@@ -49,11 +64,14 @@ def _problem(folder: Path, config: dict) -> str | None:
         return "missing"
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "corrupt (unreadable manifest)"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        return "corrupt (the manifest is not a dict with a 'files' table)"
     if manifest.get("config") != config:
         return "stale (built with other settings)"
-    for filename, digest in manifest.get("files", {}).items():
+    for filename, digest in files.items():
         file = folder / filename
         if not file.exists():
             return f"corrupt ({filename} is missing)"
@@ -105,8 +123,13 @@ def cached(
     build(folder) writes the artifact's files into an empty folder; load(folder) reads them back.
     config is every setting the build depends on (JSON-serializable); when it changes, the entry is stale.
     """
-    config = json.loads(json.dumps(config))  # normalise tuples and keys the way the manifest stores them
-    folder = entry_dir(name)
+    folder = entry_dir(name)  # checks the name first
+    if not isinstance(config, dict):
+        raise CourseError(f"config must be a dict of the settings the build depends on, not {config!r:.60}")
+    try:  # normalise tuples and keys the way the manifest stores them
+        config = json.loads(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise CourseError(f"config must hold only JSON values (numbers, text, lists, dicts; no NaN): {error}") from None
     with _exclusive(folder):
         problem = _problem(folder, config)
         if problem is None:

@@ -5,11 +5,14 @@ It predicts each character from the one before it alone: its context window is o
 
 import torch
 
+from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
+
 
 class CharVocabulary:
     """Every distinct character of a text, numbered in sorted order: the tokenizer of a character model."""
 
     def __init__(self, text: str):
+        check_text("text", text, allow_empty=True)
         self.chars = sorted(set(text))
         self.index = {c: i for i, c in enumerate(self.chars)}
 
@@ -17,6 +20,7 @@ class CharVocabulary:
         return len(self.chars)
 
     def encode(self, text: str) -> torch.Tensor:
+        check_text("text", text, allow_empty=True)
         unknown = sorted(set(text) - self.index.keys())
         if unknown:
             raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r}; "
@@ -24,11 +28,18 @@ class CharVocabulary:
         return torch.tensor([self.index[c] for c in text], dtype=torch.long)
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < len(self.chars)]
+        if bad:
+            raise CourseError(f"ids must lie in 0 .. {len(self.chars) - 1} (the vocabulary), not {bad[:5]}")
+        return "".join(self.chars[i] for i in ids)
 
 
 class CharBigram:
     def __init__(self, text: str, smoothing: float = 1.0):
+        if len(check_text("text", text, allow_empty=True)) < 2:
+            raise CourseError(f"text must have at least two characters to count pairs in, not {text!r:.60}")
+        check_number("smoothing", smoothing, minimum=0)
         self.vocab = CharVocabulary(text)
         self.chars, self.index = self.vocab.chars, self.vocab.index
         ids = self.encode(text)
@@ -37,7 +48,9 @@ class CharBigram:
         self.counts = torch.zeros(n, n, dtype=torch.long)
         self.counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.long), accumulate=True)
         smoothed = self.counts.float() + smoothing  # add-one smoothing: nothing is impossible
-        self.probs = smoothed / smoothed.sum(dim=1, keepdim=True)
+        totals = smoothed.sum(dim=1, keepdim=True)
+        # without smoothing, a character seen only at the very end has no counts: its row is uniform, not 0 / 0
+        self.probs = torch.where(totals > 0, smoothed / totals.clamp(min=1e-30), torch.full_like(smoothed, 1 / n))
 
     def encode(self, text: str) -> torch.Tensor:
         return self.vocab.encode(text)
@@ -46,16 +59,24 @@ class CharBigram:
         return self.vocab.decode(ids)
 
     def next_char_probs(self, char: str) -> dict[str, float]:
+        if len(check_text("char", char, allow_empty=True)) != 1:
+            raise CourseError(f"char must be exactly one character, not {char!r:.60}")
         row = self.probs[self.encode(char)[0]]
         return {c: float(p) for c, p in zip(self.chars, row)}
 
     def nll(self, text: str) -> float:
         """Mean negative log-likelihood per character (nats): the loss every language model minimises."""
+        if len(check_text("text", text, allow_empty=True)) < 2:
+            raise CourseError(f"text must have at least two characters (one prediction), not {text!r:.60}")
         ids = self.encode(text)
         return float(-self.probs[ids[:-1], ids[1:]].log().mean())
 
     def complete(self, prompt: str, n: int, *, seed: int = 0) -> str:
-        """The prompt followed by n sampled characters: the model 'dreams' text."""
+        """The prompt followed by n sampled characters (at most MAX_NEW_TOKENS): the model 'dreams' text."""
+        if not check_text("prompt", prompt, allow_empty=True):
+            raise CourseError("prompt is empty: type at least one character for the model to continue")
+        n = check_new_tokens("n", n)
+        check_positive_int("seed", seed, minimum=0, maximum=2**63 - 1)
         generator = torch.Generator().manual_seed(seed)
         ids = list(self.encode(prompt))
         for _ in range(n):

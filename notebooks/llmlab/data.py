@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from llmlab import corpora
+from llmlab.checks import CourseError, check_positive_int
 
 IGNORE_INDEX = -100  # the target value F.cross_entropy skips (gpt.py passes ignore_index=-100)
 
@@ -61,9 +62,19 @@ def shakespeare_documents(max_chars: int = 1500) -> list[str]:
     return passages
 
 
+def tinystories_train_documents() -> list[str]:
+    """Stories of the TinyStories train split: what the base model reads (its validation stories are others)."""
+    return corpora.tinystories_train()
+
+
+# The training documents of each source, and the sources that come with a validation set of their own (the
+# others are split: `split_documents`).
 SOURCES = {
-    "TinyStories": tinystories_documents,
+    "TinyStories": tinystories_train_documents,
     "Shakespeare": shakespeare_documents,
+}
+VALIDATION_SOURCES = {
+    "TinyStories": tinystories_documents,  # TinyStories' validation split, never trained on
 }
 
 
@@ -163,9 +174,8 @@ def cut_rows(stream: torch.Tensor, block_size: int) -> torch.Tensor:
     of the next. Each row gives block_size (input, next token) pairs, and every pair of the stream is in
     exactly one row: no token is lost. The last row is filled up with IGNORE_INDEX, which the loss skips.
     """
-    if block_size < 1:
-        raise ValueError(f"block_size must be at least 1, not {block_size}")
-    if stream.dim() != 1 or stream.numel() < 2:
+    block_size = check_positive_int("block_size", block_size)
+    if not isinstance(stream, torch.Tensor) or stream.dim() != 1 or stream.numel() < 2:
         raise ValueError("cut_rows needs a 1-D stream of at least two tokens")
     n_rows = math.ceil((stream.numel() - 1) / block_size)
     padded = torch.full((n_rows * block_size + 1,), IGNORE_INDEX, dtype=torch.long)
@@ -190,15 +200,25 @@ def batches(stream: torch.Tensor, block_size: int, batch_size: int, pad_id: int,
     Each pass over the data shuffles the rows; from the second pass on the rows are also cut at a random
     offset, so a repeated source is seen in new windows rather than the same ones again.
     """
+    # checked here, at the call, not at the first next(): a generator would only fail (or loop) later
+    block_size = check_positive_int("block_size", block_size)
+    batch_size = check_positive_int("batch_size", batch_size)
+    n_rows = len(cut_rows(stream, block_size))
+    if n_rows < batch_size:
+        raise CourseError(f"batch_size {batch_size} is more than the {n_rows} rows of {block_size + 1} tokens the "
+                          f"stream holds: use a batch_size of at most {n_rows}, or more data")
+    return _batches(stream, block_size, batch_size, pad_id, generator)
+
+
+def _batches(stream, block_size, batch_size, pad_id, generator):
     passes = 0
     while True:
         offset = 0
         if passes > 0 and block_size > 1:
             offset = int(torch.randint(1, block_size, (1,), generator=generator))
+        if stream.numel() - offset < 2 or len(cut_rows(stream[offset:], block_size)) < batch_size:
+            offset = 0  # the offset would cost the one row a full batch needs: this pass reads the rows uncut
         rows = cut_rows(stream[offset:], block_size)
-        if len(rows) < batch_size:
-            raise ValueError(f"the stream has {len(rows)} rows of {block_size + 1} tokens, "
-                             f"fewer than one batch of {batch_size}")
         order = torch.randperm(len(rows), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             yield inputs_and_targets(rows[order[start:start + batch_size]], pad_id)

@@ -13,6 +13,8 @@ tokenizer) followed by the tensors, each under the name llama.cpp's GPT-2 graph 
 """
 
 import json
+import operator
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from llmlab import paths, runtime
+from llmlab.checks import CourseError, check_new_tokens, check_positive_int
 from llmlab.generation import fastest_latencies
 from llmlab.gpt import GPT, to_transformers
 
@@ -170,11 +173,34 @@ def export_gguf(model: GPT, tokenizer, path, *, dtype: str = "f32") -> Path:
     return path
 
 
+def check_gguf_file(path) -> Path:
+    """path as a Path, if it names a GGUF file (it starts with the bytes b"GGUF"); a CourseError otherwise.
+
+    Checked before llama.cpp opens it: its errors on other files are long, and some abort the process.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CourseError(f"path must be the path of a .gguf file, not {type(path).__name__} {path!r:.60}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CourseError(f"path {str(path)!r} is not a file: give the path of a .gguf file (export_gguf writes one)")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise CourseError(f"{path.name} is not a GGUF file: it starts with {magic!r}, not b'GGUF'; give a file that "
+                          "export_gguf wrote or a .gguf model")
+    return path
+
+
 def gguf_metadata(path) -> dict:
     """The key/value header of a GGUF file (architecture, sizes, tokenizer settings), without the token lists."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
+    path = check_gguf_file(path)
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as error:  # a truncated or damaged file fails deep inside the reader
+        raise CourseError(f"{path.name} starts like a GGUF file but cannot be read ({type(error).__name__}: "
+                          f"{error}); is it complete? export or download it again") from None
     skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
     return {name: field.contents() for name, field in reader.fields.items()
             if not name.startswith("GGUF.") and name not in skip}
@@ -188,7 +214,7 @@ def load_gguf(path, *, exact: bool = False, logits_all: bool = False, n_threads:
     """
     import llama_cpp
 
-    meta = gguf_metadata(path)
+    meta = gguf_metadata(path)  # checks that path is a GGUF file
     arch = meta["general.architecture"]
     options = dict(model_path=str(path), n_ctx=int(meta[f"{arch}.context_length"]), verbose=False,
                    logits_all=logits_all)
@@ -199,12 +225,48 @@ def load_gguf(path, *, exact: bool = False, logits_all: bool = False, n_threads:
     return llama_cpp.Llama(**options)
 
 
+def llama_cpp_positions(llm) -> int:
+    """How many positions llama.cpp may fill: its context window, or fewer if the model learned fewer.
+
+    Reading past either makes llama.cpp abort the whole process (in Jupyter: a dead kernel), so the functions
+    below check a request against this number before they call llama.cpp.
+    """
+    import llama_cpp
+
+    return min(llm.n_ctx(), llama_cpp.llama_model_n_ctx_train(llm.model))
+
+
+def _check_token_ids(llm, name: str, ids) -> list[int]:
+    """ids as a non-empty list of ints in llama.cpp's vocabulary (an id past it aborts llama.cpp)."""
+    try:
+        ids = [operator.index(i) for i in ids]
+    except TypeError:
+        raise CourseError(f"{name} must be a list of token ids (whole numbers), not {ids!r:.60}") from None
+    if not ids:
+        raise CourseError(f"{name} is empty: give at least one token id (for example the end-of-text token)")
+    bad = [i for i in ids if not 0 <= i < llm.n_vocab()]
+    if bad:
+        raise CourseError(f"{name} holds ids outside the vocabulary 0 .. {llm.n_vocab() - 1}: {bad[:5]}")
+    return ids
+
+
 def greedy_tokens_llama_cpp(llm, prompt_ids: list[int], max_new_tokens: int,
                             latencies: list[float] | None = None) -> list[int]:
     """The new token ids llama.cpp generates greedily (temperature 0, top-k 1), stopping after eos.
 
-    latencies, when given, receives the seconds each new token took (the first includes reading the prompt).
+    The prompt and the new tokens must fit the positions the model has (`llama_cpp_positions`); max_new_tokens=0
+    writes nothing. latencies, when given, receives the seconds each new token took (the first includes reading
+    the prompt).
     """
+    prompt_ids = _check_token_ids(llm, "prompt_ids", prompt_ids)
+    max_new_tokens = check_new_tokens("max_new_tokens", max_new_tokens)  # llama.cpp reads 0 as "no limit"
+    room = llama_cpp_positions(llm) - len(prompt_ids)
+    if max_new_tokens > room:
+        raise CourseError(f"max_new_tokens={max_new_tokens} does not fit: the prompt is {len(prompt_ids)} tokens and "
+                          f"this model reads at most {llama_cpp_positions(llm)}; ask for at most {max(room, 0)} "
+                          "new tokens" + (" (shorten the prompt)" if room < 1 else ""))
+    if max_new_tokens == 0:
+        return []
     llm.reset()
     new, last = [], time.perf_counter()
     for token in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
@@ -223,6 +285,8 @@ def llama_cpp_speed(llm, prompt_ids: list[int], max_new_tokens: int, repeats: in
 
     Timed like `llmlab.generation.generation_speed`: each token at its fastest over repeats runs.
     """
+    check_positive_int("repeats", repeats, maximum=100)
+    check_new_tokens("max_new_tokens", max_new_tokens, minimum=1)
     runs = []
     for _ in range(repeats):
         runs.append([])
@@ -231,8 +295,19 @@ def llama_cpp_speed(llm, prompt_ids: list[int], max_new_tokens: int, repeats: in
     return len(fastest) / sum(fastest), tokens
 
 
+def _keeps_all_logits(llm) -> bool:
+    """Whether llama-cpp-python was asked for every position's logits when the model was loaded."""
+    return bool(getattr(llm, "_logits_all", True))  # llama-cpp-python 0.3 keeps the flag here
+
+
 def llama_cpp_logits(llm, ids: list[int]) -> torch.Tensor:
     """llama.cpp's next-token logits at every position of ids, (len(ids), vocab); needs logits_all=True."""
+    if not _keeps_all_logits(llm):  # otherwise llama.cpp leaves every row but the last at zero
+        raise CourseError("llama_cpp_logits needs the model loaded with logits_all=True: "
+                          "load_gguf(path, logits_all=True)")
+    ids = _check_token_ids(llm, "ids", ids)
+    if len(ids) > llama_cpp_positions(llm):
+        raise CourseError(f"ids is {len(ids)} tokens; this model reads at most {llama_cpp_positions(llm)}")
     llm.reset()
     llm.eval(ids)
     return torch.from_numpy(llm.scores[:len(ids)].copy())

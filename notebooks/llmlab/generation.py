@@ -10,6 +10,9 @@ is drawn from it:
 `generate` repeats "logits -> reshape -> draw -> append" until max_new_tokens or a stop token. With
 use_cache=True it feeds the model only the newest token and keeps every earlier token's keys and values in a
 `KVCache`: the same logits for a fraction of the work.
+
+One call writes at most `checks.MAX_NEW_TOKENS` (10,000) new tokens; the controls are checked where they come in
+(a NaN temperature or a top_p of 2 is refused in one sentence instead of giving NaN probabilities).
 """
 
 import time
@@ -18,22 +21,32 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
 from llmlab.gpt import KVCache
+
+
+def _check_controls(temperature, top_k, top_p) -> None:
+    """The sampling controls: temperature >= 0 (0 is greedy), top_k None or >= 1, top_p None or in (0, 1]."""
+    check_number("temperature", temperature, minimum=0)
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    if top_p is not None:
+        check_number("top_p", top_p, minimum=0, strict_minimum=True, maximum=1)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits divided by the temperature (> 0). Temperature 0 is greedy decoding, handled by the caller."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 here (0 means greedy), not {temperature}")
+    check_number("temperature", temperature, minimum=0, strict_minimum=True)
     return logits / temperature
 
 
 def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     """Logits with all but the k largest set to -inf (ties with the k-th largest are kept). None keeps all."""
-    if k is None or k >= logits.size(-1):
+    if k is None:
         return logits
-    if k < 1:
-        raise ValueError(f"top_k must be at least 1, not {k}")
+    k = check_positive_int("top_k", k)
+    if k >= logits.size(-1):
+        return logits
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth_largest, float("-inf"))
 
@@ -43,10 +56,10 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
 
     The most likely token is always kept, so p close to 0 is greedy and p = 1 (or None) keeps everything.
     """
-    if p is None or p >= 1.0:
+    if p is None:
         return logits
-    if p <= 0:
-        raise ValueError(f"top_p must be in (0, 1], not {p}")
+    if check_number("top_p", p, minimum=0, strict_minimum=True, maximum=1) == 1:
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = F.softmax(sorted_logits, dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the more likely tokens ahead of each one
@@ -61,9 +74,12 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_
 
     Temperature 0 puts all the probability on the most likely token (greedy).
     """
+    _check_controls(temperature, top_k, top_p)
     if temperature == 0:
         return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(torch.float32)
-    logits = apply_temperature(logits.float(), temperature)
+    logits = logits.float()
+    # minus the largest logit first: the same softmax, and a tiny temperature gives -inf, never inf - inf = NaN
+    logits = apply_temperature(logits - logits.max(dim=-1, keepdim=True).values, temperature)
     logits = top_p_filter(top_k_filter(logits, top_k), top_p)
     return F.softmax(logits, dim=-1)
 
@@ -71,6 +87,7 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_
 def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                       top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token id per row of logits (..., vocab), drawn after the controls reshape the distribution."""
+    _check_controls(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)  # greedy: no randomness at all
     probs = next_token_distribution(logits, temperature, top_k, top_p)
@@ -88,6 +105,11 @@ def stream_tokens(model, idx: torch.Tensor, max_new_tokens: int, temperature: fl
                   top_k: int | None = None, top_p: float | None = None, stop_tokens=(), use_cache: bool = True,
                   generator: torch.Generator | None = None) -> Iterator[int]:
     """Yield the new token ids one at a time, as a chat interface streams them (arguments as in `generate`)."""
+    max_new_tokens = check_new_tokens("max_new_tokens", max_new_tokens)
+    _check_controls(temperature, top_k, top_p)
+    if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long:
+        raise CourseError(f"idx must be a tensor of token ids (torch.long), not {type(idx).__name__} {idx!r:.60}; "
+                          "e.g. torch.tensor([ids])")
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
     if idx.dim() != 2 or idx.size(0) != 1:
@@ -133,10 +155,9 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     position then changes, so no cached key is valid any more and each step recomputes the last block_size
     tokens, exactly what use_cache=False does.
     """
-    if idx.dim() == 1:
-        idx = idx.unsqueeze(0)
     new = list(stream_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, stop_tokens, use_cache,
                              generator))
+    idx = idx.unsqueeze(0) if idx.dim() == 1 else idx
     return torch.cat([idx, torch.tensor([new], dtype=torch.long, device=idx.device)], dim=1)
 
 
@@ -153,6 +174,8 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, tempe
 
     An empty prompt starts from the end-of-text token, so a base model "dreams" a new document.
     """
+    check_text("prompt", prompt, allow_empty=True)
+    max_new_tokens = check_new_tokens("max_new_tokens", max_new_tokens)
     ids = _encode(tokenizer, prompt)
     if not ids:
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -223,6 +246,7 @@ def few_shot_prompt(examples, query: str, *, instruction: str = "", template: st
 
 
 def complete_line(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> str:
+    check_positive_int("n", n)
     """The model's greedy continuation of prompt, up to the end of the line, stripped."""
     text = generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0)
     return text.split("\n")[0].strip()
@@ -238,6 +262,7 @@ def few_shot_accuracy(model, tokenizer, pairs, n_shots: int, *, instruction: str
 
     rng = random.Random(seed)
     correct = 0
+    check_new_tokens("max_new_tokens", max_new_tokens, minimum=1)
     for i, (x, y) in enumerate(pairs):
         others = [p for j, p in enumerate(pairs) if j != i]
         shots = rng.sample(others, n_shots)
@@ -254,10 +279,13 @@ def continuation_logprob(model, tokenizer, prompt: str, continuation: str) -> fl
     """
     context, answer = _encode(tokenizer, prompt), _encode(tokenizer, continuation)
     if not answer:
-        raise ValueError("the continuation is empty")
+        raise CourseError("continuation is empty: give the text whose probability to score")
+    if len(answer) > model.config.block_size:
+        raise CourseError(f"continuation is {len(answer)} tokens; the model reads at most {model.config.block_size}")
     ids = (context + answer)[-(model.config.block_size + 1):]
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]], device=_model_device(model)))
+    check_positive_int("repeats", repeats, maximum=100)
     logprobs = F.log_softmax(logits[0, -len(answer):].float(), dim=-1)
     return logprobs.gather(-1, torch.tensor(answer, device=logprobs.device)[:, None]).sum().item()
 
@@ -269,18 +297,31 @@ def few_shot_choice_accuracy(model, tokenizer, pairs, n_shots: int, *, n_choices
     The wrong candidates are other pairs' answers; chance is 1 / n_choices.
     """
     import random
+    check_text("query", query, allow_empty=True)
+    check_text("instruction", instruction, allow_empty=True)
+    if not isinstance(template, str) or "{x}" not in template or "{y}" not in template:
+        raise CourseError(f"template must be text with the fields {{x}} and {{y}}, such as '{{x}} -> {{y}}', "
+                          f"not {template!r:.60}")
 
-    rng = random.Random(seed)
+    _check_shots(pairs, n_shots)
     answers = sorted({y for _, y in pairs})
     correct = 0
     for i, (x, y) in enumerate(pairs):
         shots = rng.sample([p for j, p in enumerate(pairs) if j != i], n_shots)
         prompt = few_shot_prompt(shots, x, instruction=instruction, template=template)
         candidates = [y] + rng.sample([a for a in answers if a != y], n_choices - 1)
+    check_text("prompt", prompt)
         rng.shuffle(candidates)  # so a tie never favours the right answer
         # each candidate is scored as the rest of the query's line, e.g. " lamp" after "lamp ->"
         line = template.format(x=x, y="").rstrip()
         scores = [continuation_logprob(model, tokenizer, prompt, template.format(x=x, y=c)[len(line):])
+def _check_shots(pairs, n_shots) -> None:
+    """pairs: a non-empty list of (x, y) texts; n_shots: how many of the other pairs fit in each prompt."""
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise CourseError(f"pairs must be a non-empty list of (question, answer) pairs, not {pairs!r:.60}")
+    check_positive_int("n_shots", n_shots, minimum=0, maximum=len(pairs) - 1)
+
+
                   for c in candidates]
         correct += candidates[max(range(n_choices), key=scores.__getitem__)] == y
     return correct / len(pairs)
@@ -289,6 +330,7 @@ def few_shot_choice_accuracy(model, tokenizer, pairs, n_shots: int, *, n_choices
 def repeated_sequence_loss(model, length: int = 50, batch: int = 8, seed: int = 0) -> tuple[float, float]:
     """Mean loss (nats/token) on random tokens, then on the same tokens repeated: (first pass, repeat).
 
+    _check_shots(pairs, n_shots)
     A model that can copy from its context (it has "induction heads") predicts the repeat almost perfectly,
     so its second number is far below the first. Few-shot prompting leans on exactly that ability.
     """
@@ -305,6 +347,8 @@ def repeated_sequence_loss(model, length: int = 50, batch: int = 8, seed: int = 
 
 # --- exercise checkers ------------------------------------------------------------------------------------------
 
+    check_text("prompt", prompt, allow_empty=True)
+    check_text("continuation", continuation, allow_empty=True)
 def _check(fn, cases, name: str, hint: str) -> bool:
     """Run fn on each (args, expected) case; print ✓ or what went wrong, never raise."""
     for args, expected in cases:
@@ -325,6 +369,8 @@ def _check(fn, cases, name: str, hint: str) -> bool:
                   f"keeps {kept} tokens; it should keep {should}")
             return False
         if not torch.allclose(got[torch.isfinite(got)], expected[torch.isfinite(expected)]):
+    check_positive_int("n_choices", n_choices, minimum=2, maximum=len(answers))
+    rng = random.Random(seed)
             print(f"✗ {name} keeps the right tokens but changes their logits")
             return False
     print(f"✓ {name} matches the reference on {len(cases)} cases")
@@ -345,6 +391,8 @@ def check_min_p(fn) -> bool:
         expected = MinPLogitsWarper(min_p=min_p)(None, logits.clone())
         cases.append(((logits.clone(), min_p), expected))
     return _check(fn, cases, "min_p_filter", "compute softmax probabilities, compare each with min_p * the "
+    check_positive_int("length", length, minimum=2, maximum=(model.config.block_size + 1) // 2)
+    check_positive_int("batch", batch, maximum=1024)
                   "largest, and set the logits of the tokens below it to -inf (masked_fill).")
 
 
@@ -372,6 +420,9 @@ def check_repetition_penalty(fn) -> bool:
             return False
         except Exception as error:
             print(f"✗ repetition_penalty raised {type(error).__name__}: {error}")
+        if torch.isnan(got).any() or torch.isposinf(got).any():  # NaN would slip through the checks below
+            print(f"✗ {name} returns NaN or +inf logits: a dropped token's logit is -inf, a kept one unchanged")
+            return False
             return False
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             print(f"✗ repetition_penalty should return a tensor of shape {tuple(expected.shape)}")

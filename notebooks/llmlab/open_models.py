@@ -9,6 +9,8 @@ the tests run them on models the course exports or builds itself.
 import os
 from pathlib import Path
 
+from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
+from llmlab.export import check_gguf_file, llama_cpp_positions
 from llmlab.gpt import local_gpt2
 
 FLAN_T5 = "google/flan-t5-base"
@@ -37,6 +39,8 @@ def gpt2_pipeline(name_or_path: str = "gpt2"):
 
 def continue_text(pipe, prompt: str, max_new_tokens: int = 20, **generation) -> str:
     """The pipeline's continuation of prompt (greedy unless generation says do_sample=True)."""
+    check_text("prompt", prompt)
+    check_new_tokens("max_new_tokens", max_new_tokens, minimum=1)
     generation.setdefault("do_sample", False)
     out = pipe(prompt, max_new_tokens=max_new_tokens, return_full_text=False, **generation)
     return out[0]["generated_text"]
@@ -68,6 +72,8 @@ def seq2seq_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 60,
     """
     import torch
 
+    check_text("prompt", prompt)
+    check_new_tokens("max_new_tokens", max_new_tokens, minimum=1)
     inputs = tokenizer(prompt, return_tensors="pt", truncation=True)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, **generation)
@@ -88,6 +94,8 @@ def find_gguf_chat_model(path: str | None = None) -> Path | None:
 
     Prints how to get one and returns None when there is none.
     """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise CourseError(f"path must be the path of a .gguf file (or None to search), not {path!r:.60}")
     for candidate in (path, os.environ.get("LLMLAB_GGUF_CHAT")):
         if candidate:
             if Path(candidate).expanduser().is_file():
@@ -105,10 +113,24 @@ def load_gguf_chat(path, *, n_ctx: int = 2048, n_threads: int | None = None):
     """A `llama_cpp.Llama` for a chat GGUF; its chat template comes from the file. Call .close() when done."""
     import llama_cpp
 
+    path = check_gguf_file(path)
+    check_positive_int("n_ctx", n_ctx, minimum=16, maximum=1 << 20)
     options = dict(model_path=str(path), n_ctx=n_ctx, verbose=False)
     if n_threads:
         options.update(n_threads=n_threads, n_threads_batch=n_threads)
     return llama_cpp.Llama(**options)
+
+
+def _check_messages(messages) -> None:
+    """messages: a non-empty list of {"role": ..., "content": text} turns, as chat templates read them."""
+    if not isinstance(messages, list) or not messages:
+        raise CourseError(f"messages must be a non-empty list of {{'role': ..., 'content': ...}} dicts, "
+                          f"not {messages!r:.60}")
+    for i, turn in enumerate(messages):
+        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str):
+            raise CourseError(f"messages[{i}] must be a dict with a 'role' (such as 'user') and a 'content', "
+                              f"not {turn!r:.60}")
+        check_text(f"messages[{i}]['content']", turn.get("content"), allow_empty=True)
 
 
 def chat_prompt(llm, messages: list[dict]) -> str:
@@ -116,6 +138,7 @@ def chat_prompt(llm, messages: list[dict]) -> str:
     format when the file has no template, which is what llama-cpp-python falls back to)."""
     from llama_cpp import llama_chat_format as formats
 
+    _check_messages(messages)
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         return formats.format_llama2(messages=messages).prompt
@@ -138,15 +161,18 @@ def chat(llm, question: str, *, system: str | None = None, max_tokens: int = 128
     The answer is cut short so the conversation fits the context the model was trained on; a question that does
     not fit at all is a clear error. (llama.cpp would read on past a model's learned positions and abort.)
     """
-    import llama_cpp
-
+    check_text("question", question)
+    if system is not None:
+        check_text("system", system, allow_empty=True)
+    max_tokens = check_new_tokens("max_tokens", max_tokens, minimum=1)  # llama.cpp reads 0 as "no limit"
+    check_number("temperature", temperature, minimum=0)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     # the smaller of the window llama.cpp made room for and the positions the model learned
-    limit = min(llm.n_ctx(), llama_cpp.llama_model_n_ctx_train(llm.model))
+    limit = llama_cpp_positions(llm)
     prompt_tokens = len(llm.tokenize(chat_prompt(llm, messages).encode(), add_bos=True, special=True))
     room = limit - prompt_tokens - CHAT_MARGIN
     if room < 1:
-        raise ValueError(f"the conversation is about {prompt_tokens} tokens, and this model reads at most {limit}: "
+        raise CourseError(f"the conversation is about {prompt_tokens} tokens, and this model reads at most {limit}: "
                          "shorten the question (or the system message)")
     reply = llm.create_chat_completion(messages=messages, max_tokens=min(max_tokens, room),
                                        temperature=temperature, **sampling)

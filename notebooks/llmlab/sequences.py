@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab.bigram import CharVocabulary  # noqa: F401  (the character tokenizer, defined in notebook 00's module)
+from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
 
 
 # --- Characters as ids ------------------------------------------------------------------------------------------
@@ -23,12 +24,17 @@ from llmlab.bigram import CharVocabulary  # noqa: F401  (the character tokenizer
 
 def split_train_val(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """The first part for training, the last `val_fraction` for validation (unseen text, not a random sample)."""
+    check_number("val_fraction", val_fraction, minimum=0, strict_minimum=True, maximum=0.99)
     cut = int(len(ids) * (1 - val_fraction))
     return ids[:cut], ids[cut:]
 
 
 def random_windows(ids: torch.Tensor, batch_size: int, length: int, generator=None):
     """`batch_size` random windows of `length` characters (inputs) and the same windows shifted by one (targets)."""
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("length", length)
+    if len(ids) < length + 2:
+        raise CourseError(f"length {length} needs at least {length + 2} characters of text; there are {len(ids)}")
     starts = torch.randint(0, len(ids) - length - 1, (batch_size,), generator=generator)
     rows = starts[:, None] + torch.arange(length + 1)
     windows = ids[rows]
@@ -117,9 +123,13 @@ class CharLM(nn.Module):
 @torch.no_grad()
 def evaluate(model: CharLM, ids: torch.Tensor, length: int = 256, max_chars: int | None = None) -> float:
     """Mean cross-entropy (nats/char) over `ids`, read as consecutive windows of `length` characters."""
-    model.eval()
+    check_positive_int("length", length)
     ids = ids[:max_chars] if max_chars else ids
     rows = (len(ids) - 1) // length
+    if rows < 1:
+        raise CourseError(f"nothing to score: {len(ids)} characters do not fill one window of {length} + 1; "
+                          "give more text or a smaller length")
+    model.eval()
     device = next(model.parameters()).device
     x = ids[: rows * length].view(rows, length).to(device)
     y = ids[1 : rows * length + 1].view(rows, length).to(device)
@@ -138,7 +148,11 @@ def train_char_lm(model: CharLM, train_ids, val_ids, *, steps: int, batch_size: 
 
     Returns the history: steps, training loss per step, validation loss at the evaluation steps, seconds.
     Gradients are clipped to norm 1: a recurrent net's gradient can explode (see the gradient plot).
+    A loss that is no longer a finite number stops training with a message (the learning rate is too high).
     """
+    check_positive_int("steps", steps)
+    check_positive_int("eval_every", eval_every)
+    check_number("lr", lr, minimum=0, strict_minimum=True)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -156,6 +170,9 @@ def train_char_lm(model: CharLM, train_ids, val_ids, *, steps: int, batch_size: 
         schedule.step()
         history["step"].append(step)
         history["train"].append(loss.item())
+        if not math.isfinite(history["train"][-1]):
+            raise CourseError(f"the training loss became {history['train'][-1]} at step {step}: the weights "
+                              f"overflowed; try a smaller learning rate than lr={lr}")
         if step % eval_every == 0 or step == steps:
             val = evaluate(model, val_ids, max_chars=eval_chars)
             history["val_step"].append(step)
@@ -173,9 +190,13 @@ def train_char_lm(model: CharLM, train_ids, val_ids, *, steps: int, batch_size: 
 @torch.no_grad()
 def sample(model: CharLM, vocab: CharVocabulary, prefix: str = "\n", length: int = 200,
            temperature: float = 1.0, seed: int | None = 0) -> str:
-    """Continue `prefix` by `length` characters, each drawn from softmax(logits / temperature); 0 is greedy."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, not {temperature}")
+    """Continue `prefix` by `length` characters (at most MAX_NEW_TOKENS), each drawn from
+    softmax(logits / temperature); 0 is greedy."""
+    check_number("temperature", temperature, minimum=0)
+    check_text("prefix", prefix, allow_empty=True)
+    length = check_new_tokens("length", length)
+    if seed is not None:
+        check_positive_int("seed", seed, minimum=0, maximum=2**63 - 1)
     ids = vocab.encode(prefix or "\n")  # a ValueError that names unknown characters
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     device = next(model.parameters()).device
@@ -188,7 +209,8 @@ def sample(model: CharLM, vocab: CharVocabulary, prefix: str = "\n", length: int
         if temperature == 0:
             nxt = int(last.argmax())
         else:
-            nxt = int(torch.multinomial(F.softmax(last / temperature, dim=-1), 1, generator=generator))
+            last = (last - last.max()) / temperature  # the same softmax; a tiny temperature cannot overflow to NaN
+            nxt = int(torch.multinomial(F.softmax(last, dim=-1), 1, generator=generator))
         out.append(nxt)
         logits, _, state = model(torch.tensor([[nxt]], device=device), state)  # one step, the state carried on
     model.train(was_training)
@@ -198,6 +220,7 @@ def sample(model: CharLM, vocab: CharVocabulary, prefix: str = "\n", length: int
 @torch.no_grad()
 def surprisal(model: CharLM, vocab: CharVocabulary, text: str) -> list[tuple[str, float]]:
     """For each character of `text` after the first: -log p(char | everything before it), in nats."""
+    check_text("text", text, allow_empty=True)
     ids = vocab.encode(text)
     if len(ids) < 2:
         raise ValueError("give at least two characters")

@@ -14,6 +14,7 @@ progress bar are updated. Checkpoints are plain safetensors files plus a JSON co
 
 import json
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from safetensors.torch import load_model as _load_weights
 from safetensors.torch import save_model as _save_weights
 from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
+from llmlab.checks import CourseError, check_number, check_positive_int
 from llmlab.gpt import GPT, GPTConfig
 
 
@@ -36,9 +38,31 @@ class TrainConfig:
     warmup_steps: int = 100
     betas: tuple[float, float] = (0.9, 0.99)  # 0.99, not 0.999: small batches, so a shorter memory
     weight_decay: float = 0.1  # on matrices only, never on biases or norms
-    grad_clip: float = 1.0  # the largest gradient norm a step may take
+    grad_clip: float | None = 1.0  # the largest gradient norm a step may take; None: no clipping at all
     eval_interval: int = 250
     eval_rows: int | None = None  # validation rows scored at each evaluation (None: all); all again at the end
+
+    def __post_init__(self):
+        """Refuse settings that would train silently wrong (a negative clip flips every gradient)."""
+        check_positive_int("max_steps", self.max_steps)
+        check_positive_int("batch_size", self.batch_size)
+        check_number("learning_rate", self.learning_rate, minimum=0, strict_minimum=True)
+        check_number("min_lr", self.min_lr, minimum=0, maximum=self.learning_rate)
+        check_positive_int("warmup_steps", self.warmup_steps, minimum=0)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise CourseError(f"betas must be a pair such as (0.9, 0.99), not {self.betas!r}")
+        for beta in self.betas:
+            check_number("each of betas", beta, minimum=0, maximum=0.9999)
+        check_number("weight_decay", self.weight_decay, minimum=0)
+        if self.grad_clip is not None:  # 0 is refused rather than read as "off": say None to mean no clipping
+            try:
+                check_number("grad_clip", self.grad_clip, minimum=0, strict_minimum=True)
+            except CourseError:
+                raise CourseError(f"grad_clip must be a number > 0 (1.0 is usual), or None for no clipping, "
+                                  f"not {self.grad_clip!r}") from None
+        check_positive_int("eval_interval", self.eval_interval)
+        if self.eval_rows is not None:
+            check_positive_int("eval_rows", self.eval_rows)
 
 
 # --- the pieces of one step -----------------------------------------------------------------------------------
@@ -61,8 +85,10 @@ def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
     """Scale all gradients together so their global L2 norm is at most max_norm; return the norm before.
 
     One norm over every parameter (not one per tensor), so the direction of the step is kept and only its
-    length is capped: what torch.nn.utils.clip_grad_norm_ does.
+    length is capped: what torch.nn.utils.clip_grad_norm_ does. max_norm=float("inf") measures without clipping.
     """
+    if max_norm != float("inf"):
+        check_number("max_norm", max_norm, minimum=0, strict_minimum=True)  # a negative one would flip the step
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
@@ -88,7 +114,10 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
 
 @torch.no_grad()
 def evaluate(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> float:
-    """Mean cross-entropy (nats per token) over all the given rows; ignored targets do not count."""
+    """Mean cross-entropy (nats per token) over all the given rows; ignored targets do not count.
+
+    Rows with no target to score (none at all, or every target ignored) are refused: a loss of 0 would look perfect.
+    """
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -101,7 +130,10 @@ def evaluate(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
                 total, count = total + float(loss) * n, count + n
     finally:
         model.train(was_training)
-    return total / max(count, 1)
+    if count == 0:
+        raise CourseError(f"nothing to score: the {len(inputs)} rows given hold no target that is not ignored "
+                          "(-100); pass validation rows with real next tokens")
+    return total / count
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -187,6 +219,9 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
         optimizer.zero_grad(set_to_none=True)
 
         loss_value = loss.item()
+        if not math.isfinite(loss_value):  # a NaN never recovers: stop now and say why
+            raise CourseError(f"the training loss became {loss_value} at step {step}: the weights blew up; "
+                              f"try a smaller learning_rate than {config.learning_rate:g} (or keep grad_clip on)")
         history.train_seconds += time.perf_counter() - step_start
         history.tokens_seen += inputs.numel()
         history.steps.append(step)
@@ -236,6 +271,9 @@ def check_learning_rate(fn: Callable[..., float]) -> bool:
     try:
         for step in steps:
             got, want = fn(step, **settings), learning_rate(step, **settings)
+            if isinstance(got, bool) or not isinstance(got, numbers.Real):
+                print(f"✗ at step {step} your function returns {got!r:.40}; it should return a number.")
+                return False
             if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
                 phase = "warm-up" if step < 100 else "the floor" if step >= 2000 else "cosine decay"
                 print(f"✗ at step {step} ({phase}) you give {got:.6g}, it should be {want:.6g}.")
@@ -243,6 +281,9 @@ def check_learning_rate(fn: Callable[..., float]) -> bool:
     except NotImplementedError:
         print("Not done yet: during warm-up grow linearly to max_lr (step + 1) / warmup_steps of the way; "
               "then decay along half a cosine to min_lr at max_steps; after that stay at min_lr.")
+        return False
+    except Exception as error:  # the learner's bug, in one line
+        print(f"✗ your function raised {type(error).__name__}: {error}")
         return False
     print(f"✓ your schedule matches at steps {steps}.")
     return True

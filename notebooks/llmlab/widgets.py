@@ -45,13 +45,25 @@ def text_box(description, value="", placeholder=""):
                   continuous_update=False, layout=w.Layout(width="60%"))
 
 
-def controls(fn, **widgets):
+def error_line(error: BaseException) -> str:
+    """An exception as the one line a widget shows: the message alone for a refusal the course expected
+    (CourseError, ValueError, KeyError: an unknown word, an empty prompt), else `TypeName: message`."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    message = " ".join(str(message).split()) or "(no message)"  # one line, whatever the error held
+    if len(message) > 300:
+        message = message[:300] + " ..."
+    return f"⚠ {message}" if isinstance(error, (ValueError, KeyError)) else f"⚠ {type(error).__name__}: {message}"
+
+
+def controls(fn, **widgets) -> None:
     """Show `widgets` above the output of fn(**values); redraw it when any of them changes.
 
-    fn returns what to show (a string, a figure, a table) or prints it.
+    fn returns what to show (text is printed; a figure or a table is displayed) or prints it itself.
+    controls displays the widgets and returns None, so a cell that ends with it shows them once.
 
-    Errors that fn raises as ValueError or KeyError (an unknown word, say) are shown as a one-line message
-    in the output instead of a traceback.
+    Any error fn raises is shown as one line in the output (`⚠ message`; `⚠ TypeName: message` for an error
+    the course did not expect), never as a traceback: a widget is for trying things, and a wrong value must not
+    bury the controls under a page of library internals.
     """
     out = w.Output()
 
@@ -61,13 +73,17 @@ def controls(fn, **widgets):
         if into is not None:
             into.clear_output(wait=True)
         with into if into is not None else contextlib.nullcontext():
+            figures_before = set(plt.get_fignums())
             try:
                 result = fn(**values)
-            except (ValueError, KeyError) as error:
-                message = error.args[0] if error.args else str(error)
-                print(f"⚠ {message}")
+            except Exception as error:  # noqa: BLE001  (any error: one line, never a traceback)
+                print(error_line(error))
+                for number in set(plt.get_fignums()) - figures_before:
+                    plt.close(number)  # a figure the callback opened before failing is not shown later
                 return
-            if result is not None:
+            if isinstance(result, str):
+                print(result)  # text as text, not its quoted repr with \n
+            elif result is not None:
                 display(result)
                 if isinstance(result, Figure):
                     plt.close(result)  # shown once, in the output, not again by the inline backend
@@ -78,4 +94,3 @@ def controls(fn, **widgets):
     display(box)
     # Headless, an Output widget's content is not saved as a cell output: draw the first result in the cell.
     redraw(into=None if os.environ.get("LLMLAB_HEADLESS") == "1" else out)
-    return box
