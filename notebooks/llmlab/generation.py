@@ -193,6 +193,7 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, tempe
 
 def repeated_ngram_fraction(ids, n: int = 4) -> float:
     """Share of the n-grams of ids that already occurred earlier in ids: 0 for fresh text, near 1 for a loop."""
+    check_positive_int("n", n)
     ids = list(ids)
     grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
     if not grams:
@@ -208,6 +209,7 @@ def repeated_ngram_fraction(ids, n: int = 4) -> float:
 
 def token_latencies(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> list[float]:
     """Seconds each new token took, in order, for greedy generation (the first includes reading the prompt)."""
+    check_new_tokens("max_new_tokens", max_new_tokens, minimum=1)
     times, last = [], time.perf_counter()
     for _ in stream_tokens(model, idx, max_new_tokens, temperature=0, use_cache=use_cache):
         now = time.perf_counter()
@@ -228,6 +230,7 @@ def fastest_latencies(runs: list[list[float]]) -> list[float]:
 def generation_speed(model, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True,
                      repeats: int = 3) -> float:
     """Tokens per second of greedy generation, each token at its fastest over repeats runs."""
+    check_positive_int("repeats", repeats, maximum=100)
     fastest = fastest_latencies([token_latencies(model, idx, max_new_tokens, use_cache) for _ in range(repeats)])
     return len(fastest) / sum(fastest)
 
@@ -239,6 +242,11 @@ def few_shot_prompt(examples, query: str, *, instruction: str = "", template: st
 
     few_shot_prompt([("cat", "cat")], "dog", template="{x} = {y}") == "cat = cat\\ndog ="
     """
+    check_text("query", query, allow_empty=True)
+    check_text("instruction", instruction, allow_empty=True)
+    if not isinstance(template, str) or "{x}" not in template or "{y}" not in template:
+        raise CourseError(f"template must be text with the fields {{x}} and {{y}}, such as '{{x}} -> {{y}}', "
+                          f"not {template!r:.60}")
     lines = [instruction] if instruction else []
     lines += [template.format(x=x, y=y) for x, y in examples]
     open_line = template.format(x=query, y="").rstrip()  # the model writes the answer
@@ -246,10 +254,17 @@ def few_shot_prompt(examples, query: str, *, instruction: str = "", template: st
 
 
 def complete_line(model, tokenizer, prompt: str, max_new_tokens: int = 8) -> str:
-    check_positive_int("n", n)
     """The model's greedy continuation of prompt, up to the end of the line, stripped."""
+    check_text("prompt", prompt)
     text = generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0)
     return text.split("\n")[0].strip()
+
+
+def _check_shots(pairs, n_shots) -> None:
+    """pairs: a non-empty list of (x, y) texts; n_shots: how many of the other pairs fit in each prompt."""
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise CourseError(f"pairs must be a non-empty list of (question, answer) pairs, not {pairs!r:.60}")
+    check_positive_int("n_shots", n_shots, minimum=0, maximum=len(pairs) - 1)
 
 
 def few_shot_accuracy(model, tokenizer, pairs, n_shots: int, *, instruction: str = "",
@@ -260,9 +275,9 @@ def few_shot_accuracy(model, tokenizer, pairs, n_shots: int, *, instruction: str
     """
     import random
 
+    _check_shots(pairs, n_shots)
     rng = random.Random(seed)
     correct = 0
-    check_new_tokens("max_new_tokens", max_new_tokens, minimum=1)
     for i, (x, y) in enumerate(pairs):
         others = [p for j, p in enumerate(pairs) if j != i]
         shots = rng.sample(others, n_shots)
@@ -277,6 +292,8 @@ def continuation_logprob(model, tokenizer, prompt: str, continuation: str) -> fl
     How evaluation harnesses score a small model on a multiple-choice question: no text is generated, each
     candidate answer is scored, and the most likely one is the model's choice.
     """
+    check_text("prompt", prompt, allow_empty=True)
+    check_text("continuation", continuation, allow_empty=True)
     context, answer = _encode(tokenizer, prompt), _encode(tokenizer, continuation)
     if not answer:
         raise CourseError("continuation is empty: give the text whose probability to score")
@@ -285,7 +302,6 @@ def continuation_logprob(model, tokenizer, prompt: str, continuation: str) -> fl
     ids = (context + answer)[-(model.config.block_size + 1):]
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]], device=_model_device(model)))
-    check_positive_int("repeats", repeats, maximum=100)
     logprobs = F.log_softmax(logits[0, -len(answer):].float(), dim=-1)
     return logprobs.gather(-1, torch.tensor(answer, device=logprobs.device)[:, None]).sum().item()
 
@@ -297,31 +313,20 @@ def few_shot_choice_accuracy(model, tokenizer, pairs, n_shots: int, *, n_choices
     The wrong candidates are other pairs' answers; chance is 1 / n_choices.
     """
     import random
-    check_text("query", query, allow_empty=True)
-    check_text("instruction", instruction, allow_empty=True)
-    if not isinstance(template, str) or "{x}" not in template or "{y}" not in template:
-        raise CourseError(f"template must be text with the fields {{x}} and {{y}}, such as '{{x}} -> {{y}}', "
-                          f"not {template!r:.60}")
 
     _check_shots(pairs, n_shots)
     answers = sorted({y for _, y in pairs})
+    check_positive_int("n_choices", n_choices, minimum=2, maximum=len(answers))
+    rng = random.Random(seed)
     correct = 0
     for i, (x, y) in enumerate(pairs):
         shots = rng.sample([p for j, p in enumerate(pairs) if j != i], n_shots)
         prompt = few_shot_prompt(shots, x, instruction=instruction, template=template)
         candidates = [y] + rng.sample([a for a in answers if a != y], n_choices - 1)
-    check_text("prompt", prompt)
         rng.shuffle(candidates)  # so a tie never favours the right answer
         # each candidate is scored as the rest of the query's line, e.g. " lamp" after "lamp ->"
         line = template.format(x=x, y="").rstrip()
         scores = [continuation_logprob(model, tokenizer, prompt, template.format(x=x, y=c)[len(line):])
-def _check_shots(pairs, n_shots) -> None:
-    """pairs: a non-empty list of (x, y) texts; n_shots: how many of the other pairs fit in each prompt."""
-    if not isinstance(pairs, (list, tuple)) or not pairs:
-        raise CourseError(f"pairs must be a non-empty list of (question, answer) pairs, not {pairs!r:.60}")
-    check_positive_int("n_shots", n_shots, minimum=0, maximum=len(pairs) - 1)
-
-
                   for c in candidates]
         correct += candidates[max(range(n_choices), key=scores.__getitem__)] == y
     return correct / len(pairs)
@@ -330,10 +335,11 @@ def _check_shots(pairs, n_shots) -> None:
 def repeated_sequence_loss(model, length: int = 50, batch: int = 8, seed: int = 0) -> tuple[float, float]:
     """Mean loss (nats/token) on random tokens, then on the same tokens repeated: (first pass, repeat).
 
-    _check_shots(pairs, n_shots)
     A model that can copy from its context (it has "induction heads") predicts the repeat almost perfectly,
     so its second number is far below the first. Few-shot prompting leans on exactly that ability.
     """
+    check_positive_int("length", length, minimum=2, maximum=(model.config.block_size + 1) // 2)
+    check_positive_int("batch", batch, maximum=1024)
     g = torch.Generator().manual_seed(seed)
     vocab = model.config.vocab_size
     seq = torch.randint(vocab // 10, vocab, (batch, length), generator=g)  # skip the special, byte-level ids
@@ -347,8 +353,6 @@ def repeated_sequence_loss(model, length: int = 50, batch: int = 8, seed: int = 
 
 # --- exercise checkers ------------------------------------------------------------------------------------------
 
-    check_text("prompt", prompt, allow_empty=True)
-    check_text("continuation", continuation, allow_empty=True)
 def _check(fn, cases, name: str, hint: str) -> bool:
     """Run fn on each (args, expected) case; print ✓ or what went wrong, never raise."""
     for args, expected in cases:
@@ -363,14 +367,15 @@ def _check(fn, cases, name: str, hint: str) -> bool:
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             print(f"✗ {name} should return a tensor of shape {tuple(expected.shape)}, got {got!r:.80}")
             return False
+        if torch.isnan(got).any() or torch.isposinf(got).any():  # NaN would slip through the checks below
+            print(f"✗ {name} returns NaN or +inf logits: a dropped token's logit is -inf, a kept one unchanged")
+            return False
         if not torch.equal(torch.isfinite(got), torch.isfinite(expected)):
             kept, should = torch.isfinite(got).sum().item(), torch.isfinite(expected).sum().item()
             print(f"✗ {name}{tuple(a if not isinstance(a, torch.Tensor) else 'logits' for a in args)} "
                   f"keeps {kept} tokens; it should keep {should}")
             return False
         if not torch.allclose(got[torch.isfinite(got)], expected[torch.isfinite(expected)]):
-    check_positive_int("n_choices", n_choices, minimum=2, maximum=len(answers))
-    rng = random.Random(seed)
             print(f"✗ {name} keeps the right tokens but changes their logits")
             return False
     print(f"✓ {name} matches the reference on {len(cases)} cases")
@@ -391,8 +396,6 @@ def check_min_p(fn) -> bool:
         expected = MinPLogitsWarper(min_p=min_p)(None, logits.clone())
         cases.append(((logits.clone(), min_p), expected))
     return _check(fn, cases, "min_p_filter", "compute softmax probabilities, compare each with min_p * the "
-    check_positive_int("length", length, minimum=2, maximum=(model.config.block_size + 1) // 2)
-    check_positive_int("batch", batch, maximum=1024)
                   "largest, and set the logits of the tokens below it to -inf (masked_fill).")
 
 
@@ -420,9 +423,6 @@ def check_repetition_penalty(fn) -> bool:
             return False
         except Exception as error:
             print(f"✗ repetition_penalty raised {type(error).__name__}: {error}")
-        if torch.isnan(got).any() or torch.isposinf(got).any():  # NaN would slip through the checks below
-            print(f"✗ {name} returns NaN or +inf logits: a dropped token's logit is -inf, a kept one unchanged")
-            return False
             return False
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             print(f"✗ repetition_penalty should return a tensor of shape {tuple(expected.shape)}")
