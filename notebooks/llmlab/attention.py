@@ -11,6 +11,8 @@ import random
 
 import torch
 
+from llmlab.checks import CourseError, check_number, check_positive_int
+
 # Attention itself is defined once, in notebook 03's module, where the course first meets it as a soft lookup.
 from llmlab.sequences import attention as scaled_dot_product_attention  # noqa: F401  (re-exported for 05)
 
@@ -19,6 +21,8 @@ from llmlab.sequences import attention as scaled_dot_product_attention  # noqa: 
 
 def causal_mask(n_new: int, n_past: int = 0) -> torch.Tensor:
     """(n_new, n_past + n_new) booleans: token i sees the n_past earlier tokens and the new ones up to itself."""
+    check_positive_int("n_new", n_new, minimum=0, maximum=1 << 14)
+    check_positive_int("n_past", n_past, minimum=0, maximum=1 << 14)
     return torch.ones(n_new, n_past + n_new, dtype=torch.bool).tril(diagonal=n_past)
 
 
@@ -27,6 +31,7 @@ def causal_mask(n_new: int, n_past: int = 0) -> torch.Tensor:
 
 def encoder_mask(n: int) -> torch.Tensor:
     """Encoder-only (BERT): every token sees every token, both directions."""
+    check_positive_int("n", n, minimum=0, maximum=1 << 14)
     return torch.ones(n, n, dtype=torch.bool)
 
 
@@ -89,8 +94,9 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
     Column 2i holds sin(pos / 10000^(2i/dim)) and column 2i+1 the cosine: a clock with dim/2 hands, fast
     to slow, so that every position gets a distinct pattern and a shift by k is the same rotation anywhere.
     """
-    if dim % 2:
-        raise ValueError(f"dim must be even (sine and cosine pairs), not {dim}")
+    check_positive_int("n_positions", n_positions, minimum=0, maximum=1 << 16)
+    if check_positive_int("dim", dim, maximum=1 << 14) % 2:
+        raise CourseError(f"dim must be even (sine and cosine pairs), not {dim}")
     position = torch.arange(n_positions, dtype=torch.float64)[:, None]
     frequency = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     table = torch.zeros(n_positions, dim, dtype=torch.float64)
@@ -135,6 +141,11 @@ def masked_lm(tokens: list[str], vocabulary: list[str], rate: float = 0.15, seed
     """Masked LM (BERT): pick `rate` of the tokens to predict; of those, 80 % become [MASK], 10 % a random
     token, 10 % stay (so the model cannot tell which inputs are real). Returns (inputs, targets); a target
     is None where nothing is predicted."""
+    if not isinstance(tokens, list) or not tokens:
+        raise CourseError(f"tokens must be a non-empty list of tokens, not {tokens!r:.60}")
+    check_number("rate", rate, minimum=0, maximum=1)
+    if not isinstance(vocabulary, list) or not vocabulary:
+        raise CourseError(f"vocabulary must be a non-empty list of tokens to draw from, not {vocabulary!r:.60}")
     rng = random.Random(seed)
     chosen = set(rng.sample(range(len(tokens)), max(1, round(rate * len(tokens)))))
     inputs, targets = [], []
@@ -158,9 +169,11 @@ def _random_split(rng: random.Random, total: int, parts: int) -> list[int]:
 def span_corruption(tokens: list[str], noise_density: float = 0.15, mean_span: float = 3.0, seed: int = 0):
     """Span corruption (T5): drop random spans, each replaced by a sentinel in the input; the target lists
     each sentinel followed by the tokens it hid. Returns (inputs, targets)."""
+    if not isinstance(tokens, list) or len(tokens) < 2:
+        raise CourseError(f"span corruption needs a list of at least two tokens, not {tokens!r:.60}")
+    check_number("noise_density", noise_density, minimum=0, maximum=1)
+    check_number("mean_span", mean_span, minimum=1)
     n = len(tokens)
-    if n < 2:
-        raise ValueError("span corruption needs at least two tokens")
     n_noise = min(max(1, round(n * noise_density)), n - 1)
     n_spans = max(1, min(round(n_noise / mean_span), n_noise, n - n_noise))
     rng = random.Random(seed)

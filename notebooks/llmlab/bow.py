@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from llmlab.checks import check_positive_int, check_text
+
 # scikit-learn's default: runs of two or more word characters. One-letter words ("a", "I", the "r" of
 # "how many r's") are dropped, which is one of the things a bag cannot see.
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -21,6 +23,7 @@ TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
 def tokenize(text: str, *, lowercase: bool = True, token_pattern: str = TOKEN_PATTERN) -> list[str]:
     """The words of a text, in order: lowercase it, then keep every match of the pattern."""
+    check_text("text", text, allow_empty=True)
     if lowercase:
         text = text.lower()
     return re.findall(token_pattern, text)
@@ -189,6 +192,8 @@ def search(query: str, bag: TfidfBag, index: sp.csr_matrix, titles: list[str], *
     An empty query, or one with no word the index knows, raises a ValueError that says so (with the closest
     known words, when there are some), since every similarity would be 0.
     """
+    check_text("query", query, allow_empty=True)
+    check_positive_int("k", k)
     terms = bag.analyze(query)
     if not terms:
         raise ValueError("type a few words to search for (words of two or more letters)")

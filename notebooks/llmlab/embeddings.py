@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab import artifacts, corpora
+from llmlab.checks import CourseError, check_positive_int, check_text
 
 # Lowercase words, keeping one inner apostrophe ("didn't", "o'er") so contractions stay one word.
 WORD_PATTERN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 def words_of(text: str) -> list[str]:
+    check_text("text", text, allow_empty=True)
     return WORD_PATTERN.findall(text.lower().replace("\u2019", "'"))  # curly apostrophes too: "didn’t"
 
 
@@ -334,7 +336,7 @@ class WordVectors:
         return word in self.index
 
     def id(self, word: str) -> int:
-        word = word.strip().lower()
+        word = check_text("word", word).strip().lower()
         if word not in self.index:
             raise KeyError(unknown_word_message(word, self.words))
         return self.index[word]
@@ -346,6 +348,10 @@ class WordVectors:
         return float(self.vector(a) @ self.vector(b))
 
     def nearest(self, query: torch.Tensor, k: int = 10, exclude=()) -> list[tuple[str, float]]:
+        check_positive_int("k", k)
+        if not isinstance(query, torch.Tensor) or query.shape != self.unit.shape[1:]:
+            raise CourseError(f"query must be one vector of {self.unit.shape[1]} numbers (a tensor), "
+                              f"not {type(query).__name__} {getattr(query, 'shape', '')}")
         scores = self.unit @ F.normalize(query.float(), dim=0)
         for word in exclude:
             scores[self.id(word)] = -float("inf")
@@ -378,6 +384,7 @@ class WordVectors:
 
 def parse_expression(text: str) -> tuple[list[str], list[str]]:
     """'king - man + woman' -> (['king', 'woman'], ['man']). A single word is just (['word'], [])."""
+    check_text("expression", text, allow_empty=True)
     tokens = re.findall(r"[+-]|[a-z]+(?:'[a-z]+)?", text.lower())
     if not tokens:
         raise ValueError("type a word, or an expression such as: king - man + woman")
@@ -395,6 +402,7 @@ def parse_expression(text: str) -> tuple[list[str], list[str]]:
 
 def explore(vectors: WordVectors, expression: str, k: int = 8) -> str:
     """The widget's answer: neighbours of a word, or the words nearest to an expression like king - man + woman."""
+    check_positive_int("k", k, maximum=1000)
     positive, negative = parse_expression(expression)
     for w in positive + negative:
         vectors.id(w)  # raises KeyError with close matches
