@@ -121,11 +121,13 @@ def _tokenizer_for_gguf(tokenizer, vocab_size: int):
     return tokens, types, merges, tokenizer.eos_token_id
 
 
-def export_gguf(model: GPT, tokenizer, path, *, dtype: str = "f32") -> Path:
+def export_gguf(model: GPT, tokenizer, path, *, dtype: str = "f32", chat_template: str | None = None,
+                eot_token_id: int | None = None) -> Path:
     """Write model and tokenizer as one GGUF file for llama.cpp; return its path.
 
     dtype "f32" keeps the weights exactly; "f16" halves the file (2-D weight matrices in half precision;
-    norms and biases stay f32, as llama.cpp expects).
+    norms and biases stay f32, as llama.cpp expects). chat_template (Jinja) and eot_token_id (the token that
+    ends a reply) go into the metadata for a chat model (notebook 08): llama.cpp formats chats with them.
     """
     import gguf
 
@@ -155,6 +157,10 @@ def export_gguf(model: GPT, tokenizer, path, *, dtype: str = "f32") -> Path:
     writer.add_bos_token_id(eos)
     writer.add_eos_token_id(eos)
     writer.add_add_bos_token(False)  # like GPT-2: a prompt is not prefixed with a start token
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    if eot_token_id is not None:
+        writer.add_eot_token_id(eot_token_id)
 
     for name, tensor in model.state_dict().items():
         gguf_name = gguf_tensor_name(name)
