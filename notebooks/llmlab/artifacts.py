@@ -29,7 +29,7 @@ except ImportError:
     fcntl = None
 
 from llmlab import paths, runtime
-from llmlab.checks import CourseError, check_text
+from llmlab.checks import CourseError
 
 MANIFEST = "manifest.json"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -37,9 +37,8 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 def check_name(name) -> str:
     """name, if it is a valid artifact name (one folder inside the cache); a CourseError otherwise."""
-    check_text("name", name)
-    if not NAME_PATTERN.fullmatch(name) or len(name) > 100:
-        raise CourseError(f"artifact name {name!r} is not allowed: use lowercase letters, digits, '_' and '-' "
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or len(name) > 100:
+        raise CourseError(f"artifact name {name!r:.60} is not allowed: use lowercase letters, digits, '_' and '-' "
                           "(up to 100 characters), starting with a letter or digit, e.g. 'base' or 'sft-persona'")
     return name
 

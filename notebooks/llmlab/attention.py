@@ -21,8 +21,8 @@ from llmlab.sequences import attention as scaled_dot_product_attention  # noqa: 
 
 def causal_mask(n_new: int, n_past: int = 0) -> torch.Tensor:
     """(n_new, n_past + n_new) booleans: token i sees the n_past earlier tokens and the new ones up to itself."""
-    check_positive_int("n_new", n_new, minimum=0, maximum=1 << 14)
-    check_positive_int("n_past", n_past, minimum=0, maximum=1 << 14)
+    check_positive_int("n_new", n_new, minimum=0, maximum=8192)
+    check_positive_int("n_past", n_past, minimum=0, maximum=8192)
     return torch.ones(n_new, n_past + n_new, dtype=torch.bool).tril(diagonal=n_past)
 
 
@@ -31,7 +31,7 @@ def causal_mask(n_new: int, n_past: int = 0) -> torch.Tensor:
 
 def encoder_mask(n: int) -> torch.Tensor:
     """Encoder-only (BERT): every token sees every token, both directions."""
-    check_positive_int("n", n, minimum=0, maximum=1 << 14)
+    check_positive_int("n", n, minimum=0, maximum=8192)
     return torch.ones(n, n, dtype=torch.bool)
 
 
@@ -94,8 +94,8 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
     Column 2i holds sin(pos / 10000^(2i/dim)) and column 2i+1 the cosine: a clock with dim/2 hands, fast
     to slow, so that every position gets a distinct pattern and a shift by k is the same rotation anywhere.
     """
-    check_positive_int("n_positions", n_positions, minimum=0, maximum=1 << 16)
-    if check_positive_int("dim", dim, maximum=1 << 14) % 2:
+    check_positive_int("n_positions", n_positions, minimum=0, maximum=10_000)
+    if check_positive_int("dim", dim, maximum=2048) % 2:
         raise CourseError(f"dim must be even (sine and cosine pairs), not {dim}")
     position = torch.arange(n_positions, dtype=torch.float64)[:, None]
     frequency = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)

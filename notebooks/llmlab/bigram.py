@@ -39,7 +39,7 @@ class CharBigram:
     def __init__(self, text: str, smoothing: float = 1.0):
         if len(check_text("text", text, allow_empty=True)) < 2:
             raise CourseError(f"text must have at least two characters to count pairs in, not {text!r:.60}")
-        check_number("smoothing", smoothing, minimum=0)
+        check_number("smoothing", smoothing, minimum=0, maximum=1e6)
         self.vocab = CharVocabulary(text)
         self.chars, self.index = self.vocab.chars, self.vocab.index
         ids = self.encode(text)
@@ -50,7 +50,7 @@ class CharBigram:
         smoothed = self.counts.float() + smoothing  # add-one smoothing: nothing is impossible
         totals = smoothed.sum(dim=1, keepdim=True)
         # without smoothing, a character seen only at the very end has no counts: its row is uniform, not 0 / 0
-        self.probs = torch.where(totals > 0, smoothed / totals.clamp(min=1e-30), torch.full_like(smoothed, 1 / n))
+        self.probs = torch.where(totals > 0, smoothed / totals.where(totals > 0, 1.0), torch.full_like(smoothed, 1 / n))
 
     def encode(self, text: str) -> torch.Tensor:
         return self.vocab.encode(text)

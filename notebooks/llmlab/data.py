@@ -24,6 +24,7 @@ from llmlab import corpora
 from llmlab.checks import CourseError, check_positive_int
 
 IGNORE_INDEX = -100  # the target value F.cross_entropy skips (gpt.py passes ignore_index=-100)
+MAX_BLOCK_SIZE = 65_536  # rows longer than any context window of the course are refused, not allocated
 
 
 # --- documents of each source ---------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def cut_rows(stream: torch.Tensor, block_size: int) -> torch.Tensor:
     of the next. Each row gives block_size (input, next token) pairs, and every pair of the stream is in
     exactly one row: no token is lost. The last row is filled up with IGNORE_INDEX, which the loss skips.
     """
-    block_size = check_positive_int("block_size", block_size)
+    block_size = check_positive_int("block_size", block_size, maximum=MAX_BLOCK_SIZE)
     if not isinstance(stream, torch.Tensor) or stream.dim() != 1 or stream.numel() < 2:
         raise ValueError("cut_rows needs a 1-D stream of at least two tokens")
     n_rows = math.ceil((stream.numel() - 1) / block_size)
@@ -201,7 +202,7 @@ def batches(stream: torch.Tensor, block_size: int, batch_size: int, pad_id: int,
     offset, so a repeated source is seen in new windows rather than the same ones again.
     """
     # checked here, at the call, not at the first next(): a generator would only fail (or loop) later
-    block_size = check_positive_int("block_size", block_size)
+    block_size = check_positive_int("block_size", block_size, maximum=MAX_BLOCK_SIZE)
     batch_size = check_positive_int("batch_size", batch_size)
     n_rows = len(cut_rows(stream, block_size))
     if n_rows < batch_size:

@@ -37,6 +37,8 @@ def _check_controls(temperature, top_k, top_p) -> None:
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits divided by the temperature (> 0). Temperature 0 is greedy decoding, handled by the caller."""
     check_number("temperature", temperature, minimum=0, strict_minimum=True)
+    if temperature < 1e-30:  # float32 would round it to 0 (and 0 / 0 is NaN): divide in float64
+        return (logits.double() / temperature).to(logits.dtype)
     return logits / temperature
 
 
@@ -64,6 +66,7 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     probs = F.softmax(sorted_logits, dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the more likely tokens ahead of each one
     drop_sorted = mass_before >= p  # the set already reached p without this token
+    drop_sorted[..., 0] = False  # the most likely token stays, even for a p that float32 rounds to 0
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
@@ -116,6 +119,10 @@ def stream_tokens(model, idx: torch.Tensor, max_new_tokens: int, temperature: fl
         raise ValueError(f"generate takes one sequence of token ids, shape (1, T), not {tuple(idx.shape)}")
     if idx.size(1) == 0:
         raise ValueError("the prompt is empty: give at least one token (for example the end-of-text token)")
+    vocab_size = model.config.vocab_size
+    if idx.min() < 0 or idx.max() >= vocab_size:
+        raise CourseError(f"idx holds token ids outside the vocabulary 0 .. {vocab_size - 1}: "
+                          f"{idx.min().item()} .. {idx.max().item()}")
     stop = set(int(t) for t in stop_tokens)
     block_size = model.config.block_size
     was_training = model.training
@@ -244,9 +251,13 @@ def few_shot_prompt(examples, query: str, *, instruction: str = "", template: st
     """
     check_text("query", query, allow_empty=True)
     check_text("instruction", instruction, allow_empty=True)
-    if not isinstance(template, str) or "{x}" not in template or "{y}" not in template:
-        raise CourseError(f"template must be text with the fields {{x}} and {{y}}, such as '{{x}} -> {{y}}', "
-                          f"not {template!r:.60}")
+    try:
+        if not isinstance(template, str) or "{x}" not in template or "{y}" not in template:
+            raise ValueError
+        template.format(x="", y="")
+    except (ValueError, KeyError, IndexError):  # other fields, or a lone brace
+        raise CourseError(f"template must be text with the fields {{x}} and {{y}} (and no other braces), such as "
+                          f"'{{x}} -> {{y}}', not {template!r:.60}") from None
     lines = [instruction] if instruction else []
     lines += [template.format(x=x, y=y) for x, y in examples]
     open_line = template.format(x=query, y="").rstrip()  # the model writes the answer
@@ -295,6 +306,11 @@ def continuation_logprob(model, tokenizer, prompt: str, continuation: str) -> fl
     check_text("prompt", prompt, allow_empty=True)
     check_text("continuation", continuation, allow_empty=True)
     context, answer = _encode(tokenizer, prompt), _encode(tokenizer, continuation)
+    if not context:  # the first token needs something to be predicted from: the end-of-text token, as in generate_text
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise CourseError("prompt is empty and the tokenizer has no end-of-text token to start from")
+        context = [eos]
     if not answer:
         raise CourseError("continuation is empty: give the text whose probability to score")
     if len(answer) > model.config.block_size:

@@ -13,6 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmlab.attention import causal_mask, scaled_dot_product_attention
+from llmlab.checks import CourseError, check_number, check_positive_int
+
+
+MAX_PARAMETERS = 2e9  # GPT-2 XL (1.5 B) fits; a typo such as n_embd=76800 is refused before it fills the memory
 
 
 @dataclass
@@ -24,6 +28,23 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # GPT-2 has biases in its linear layers and layer norms
+
+    def __post_init__(self):
+        """Refuse a config that cannot be built, or that would not fit a laptop's memory (and kill the kernel)."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_positive_int(name, getattr(self, name))
+        if self.n_embd % self.n_head:
+            raise CourseError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}): each head "
+                              f"gets n_embd / n_head dimensions; try n_head={self._a_divisor()}")
+        check_number("dropout", self.dropout, minimum=0, maximum=0.9)
+        parameters = 12 * self.n_layer * self.n_embd ** 2 + (self.vocab_size + self.block_size) * self.n_embd
+        if parameters > MAX_PARAMETERS:
+            raise CourseError(f"this config has about {parameters / 1e9:,.1f} billion parameters "
+                              f"({4 * parameters / 1e9:,.0f} GB in float32); the course builds at most "
+                              f"{MAX_PARAMETERS / 1e9:g} billion: make n_layer, n_embd or vocab_size smaller")
+
+    def _a_divisor(self) -> int:
+        return max(d for d in range(1, min(self.n_head, self.n_embd) + 1) if self.n_embd % d == 0)
 
 
 class KVCache:

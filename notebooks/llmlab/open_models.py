@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
-from llmlab.export import check_gguf_file, llama_cpp_positions
+from llmlab.export import gguf_metadata, llama_cpp_positions
 from llmlab.gpt import local_gpt2
 
 FLAN_T5 = "google/flan-t5-base"
@@ -113,7 +113,7 @@ def load_gguf_chat(path, *, n_ctx: int = 2048, n_threads: int | None = None):
     """A `llama_cpp.Llama` for a chat GGUF; its chat template comes from the file. Call .close() when done."""
     import llama_cpp
 
-    path = check_gguf_file(path)
+    gguf_metadata(path)  # a clear message for a file that is not GGUF, or is cut short, before llama.cpp reads it
     check_positive_int("n_ctx", n_ctx, minimum=16, maximum=1 << 20)
     options = dict(model_path=str(path), n_ctx=n_ctx, verbose=False)
     if n_threads:

@@ -209,7 +209,8 @@ def sample(model: CharLM, vocab: CharVocabulary, prefix: str = "\n", length: int
         if temperature == 0:
             nxt = int(last.argmax())
         else:
-            last = (last - last.max()) / temperature  # the same softmax; a tiny temperature cannot overflow to NaN
+            # the same softmax, in float64 and from the largest logit down: a tiny temperature never gives NaN
+            last = (last.double() - last.max()) / temperature
             nxt = int(torch.multinomial(F.softmax(last, dim=-1), 1, generator=generator))
         out.append(nxt)
         logits, _, state = model(torch.tensor([[nxt]], device=device), state)  # one step, the state carried on

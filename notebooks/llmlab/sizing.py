@@ -4,6 +4,7 @@ import numbers
 
 from llmlab.checks import CourseError, check_number
 
+MAX_COUNT = 1e18  # parameters or tokens: far beyond any model, and the products below stay finite
 BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16 / bf16": 2.0, "int8": 1.0, "int4": 0.5}
 
 # Llama 2 70B, as its training was described publicly (and retold in many introductions to LLMs).
@@ -19,7 +20,7 @@ LLAMA2_70B = {
 
 def memory_gb(parameters: float, precision: str) -> float:
     """Gigabytes (10^9 bytes) to hold the parameters alone (no activations, no KV cache) at a precision."""
-    check_number("parameters", parameters, minimum=0)
+    check_number("parameters", parameters, minimum=0, maximum=MAX_COUNT)
     if not isinstance(precision, str) or precision not in BYTES_PER_PARAMETER:
         raise CourseError(f"unknown precision {precision!r}; choose one of {list(BYTES_PER_PARAMETER)}")
     return parameters * BYTES_PER_PARAMETER[precision] / 1e9
@@ -27,14 +28,14 @@ def memory_gb(parameters: float, precision: str) -> float:
 
 def training_flops(parameters: float, tokens: float) -> float:
     """About 6 FLOPs per parameter per training token: 2 for the forward pass, 4 for the backward pass."""
-    check_number("parameters", parameters, minimum=0)
-    check_number("tokens", tokens, minimum=0)
+    check_number("parameters", parameters, minimum=0, maximum=MAX_COUNT)
+    check_number("tokens", tokens, minimum=0, maximum=MAX_COUNT)
     return 6 * parameters * tokens
 
 
 def inference_flops_per_token(parameters: float) -> float:
     """About 2 FLOPs per parameter for each generated token (one multiply and one add per weight)."""
-    check_number("parameters", parameters, minimum=0)
+    check_number("parameters", parameters, minimum=0, maximum=MAX_COUNT)
     return 2 * parameters
 
 
