@@ -308,6 +308,24 @@ def train_test_split_indices(n: int, *, test_fraction: float = 0.2, seed: int = 
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def accuracy_and_standard_error(correct) -> tuple[float, float]:
+    """The share of right answers, and its standard error sqrt(p (1 - p) / n): how much it would move on another
+    test set of the same size."""
+    correct = np.asarray(correct, dtype=np.float64)
+    p = correct.mean()
+    return float(p), float(np.sqrt(p * (1 - p) / len(correct)))
+
+
+def paired_difference(correct_a, correct_b) -> tuple[float, float]:
+    """Accuracy of A minus accuracy of B on the same examples, and the standard error of that difference.
+
+    Paired: the per-example differences (+1, 0 or -1) are averaged, so the examples both get right or both get
+    wrong cancel out, and the error bar is much smaller than that of two independent accuracies.
+    """
+    difference = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)
+    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
+
+
 def check_char_ngrams(fn) -> bool:
     """Checker for the exercise: fn(text, n) -> the character n-grams of a text, in order.
 
@@ -326,8 +344,8 @@ def check_char_ngrams(fn) -> bool:
                       f", got {got[:8]}{' ...' if len(got) > 8 else ''}")
                 return False
     except NotImplementedError:
-        print("Not done yet. Hint: lowercase the text, turn every run of white space into one space "
-              "(re.sub(r'\\s\\s+', ' ', text)), then take text[i:i + n] for every start i that leaves n characters.")
+        print("Not done yet. Hint: scikit-learn lowercases first and reads a run of two or more white-space "
+              "characters as one space; how many n-grams does a text of L characters have?")
         return False
     print("✓ your character n-grams match scikit-learn's analyzer='char'")
     return True

@@ -510,6 +510,44 @@ def analogy_accuracy(results: list[AnalogyResult]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Probes: what can a linear read-out find in a vector? And vectors built from letters (fastText's idea)
+# ---------------------------------------------------------------------------------------------------------
+
+def probe_accuracy(features: np.ndarray, labels, *, strengths=(0.01, 0.1, 1.0, 10.0, 100.0), folds: int = 5) -> float:
+    """Held-out accuracy of a linear probe: logistic regression, its C chosen by an inner cross-validation on the
+    training folds only, scored on `folds` outer folds of words it was not trained on."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+
+    probe = GridSearchCV(LogisticRegression(max_iter=3000), {"C": list(strengths)}, cv=3)
+    return float(cross_val_score(probe, np.asarray(features), np.asarray(labels), cv=folds).mean())
+
+
+def subword_ngrams(word: str, n_range: tuple[int, int] = (1, 5)) -> list[str]:
+    """fastText's units of a word: its character n-grams, with < and > marking the start and the end
+    ("<st", "ry>"); n from 1 keeps the single letters too."""
+    marked = f"<{word}>"
+    grams = [marked[i:i + n] for n in range(n_range[0], n_range[1] + 1) for i in range(len(marked) - n + 1)]
+    return [g for g in grams if g not in ("<", ">")]  # the marks alone say nothing
+
+
+def subword_vectors(words: list[str], dim: int, *, n_range: tuple[int, int] = (1, 5), seed: int = 0) -> np.ndarray:
+    """Unit vectors built from spelling alone: each character n-gram gets a random vector (untrained), and a word's
+    vector is the mean of its n-grams' vectors, as fastText builds them (fastText then trains the n-gram vectors)."""
+    rng = np.random.default_rng(seed)
+    table: dict[str, np.ndarray] = {}
+    rows = []
+    for word in words:
+        grams = subword_ngrams(word, n_range)
+        for gram in grams:
+            if gram not in table:
+                table[gram] = rng.standard_normal(dim)
+        rows.append(np.mean([table[g] for g in grams], axis=0))
+    rows = np.array(rows)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # doc2vec (PV-DBOW): a vector per speech
 # ---------------------------------------------------------------------------------------------------------
 

@@ -281,23 +281,47 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
+def rnn_with_batched_input_projection(cell: RNNCell, x: torch.Tensor) -> torch.Tensor:
+    """The RNN of x (T, input), with W_ih x_t + b computed for all T positions in one product before the loop.
+
+    The input projection does not depend on h, so only h @ W_hh.T is left inside the loop: the part that must wait.
+    """
+    inputs = x @ cell.weight_ih.T + cell.bias_ih + cell.bias_hh  # (T, hidden): every position at once
+    h = inputs.new_zeros(cell.hidden_size)
+    states = []
+    for projected in inputs:  # the T steps that cannot run side by side
+        h = torch.tanh(projected + cell.weight_hh @ h)
+        states.append(h)
+    return torch.stack(states)
+
+
 @torch.no_grad()
 def time_recurrence_and_attention(lengths, width: int = 64, repeats: int = 3) -> dict[str, list[float]]:
-    """Seconds to process one sequence of each length: an RNN's T dependent steps, or one causal self-attention.
+    """Seconds to process one sequence of each length (the fastest of `repeats` runs), four ways:
 
-    Self-attention does more arithmetic (every pair of positions) but in a few large products that parallel
-    hardware splits up; the recurrence is T small steps, each waiting for the one before.
+    "RNN, Python loop": our RNN, one RNNCell call per step, each paying Python's overhead;
+    "RNN, Python loop, input projection batched": the same, with W_ih x_t done for all steps in one product;
+    "nn.RNN (loop in C++)": PyTorch's RNN, the same T dependent steps without the Python overhead;
+    "self-attention": one causal self-attention layer: more arithmetic (every pair of positions), in a few
+    large products that parallel hardware splits up.
     """
     torch.manual_seed(0)
     rnn = RNN(width, width)
+    torch_rnn = nn.RNN(width, width, batch_first=True)
     w_q, w_k, w_v = (torch.randn(width, width) / math.sqrt(width) for _ in range(3))
-    times = {"recurrence": [], "self-attention": []}
+    ways = {
+        "RNN, Python loop": lambda x, causal: rnn(x[None]),
+        "RNN, Python loop, input projection batched": lambda x, causal: rnn_with_batched_input_projection(rnn.cell, x),
+        "nn.RNN (loop in C++)": lambda x, causal: torch_rnn(x[None]),
+        "self-attention": lambda x, causal: attention(x @ w_q, x @ w_k, x @ w_v, mask=causal),
+    }
+    times = {name: [] for name in ways}
     for length in lengths:
         x = torch.randn(length, width)
         causal = torch.ones(length, length, dtype=torch.bool).tril()
-        times["recurrence"].append(_best_seconds(lambda: rnn(x[None]), repeats))
-        times["self-attention"].append(
-            _best_seconds(lambda: attention(x @ w_q, x @ w_k, x @ w_v, mask=causal), repeats))
+        for name, run in ways.items():
+            run(x, causal)  # warm-up: the first call pays for allocations
+            times[name].append(_best_seconds(lambda: run(x, causal), repeats))
     return times
 
 
@@ -360,17 +384,35 @@ def train_copy_task(model: Seq2Seq, *, steps: int, max_length: int, n_symbols: i
 
 
 @torch.no_grad()
-def copy_accuracy_by_length(model: Seq2Seq, lengths, n_symbols: int, batch_size: int = 256, seed: int = 1):
-    """Fraction of symbols copied right, per source length (each prediction given the true previous symbols)."""
+def copy_accuracy_by_length(model: Seq2Seq, lengths, n_symbols: int, batch_size: int = 256, seed: int = 1,
+                            teacher_forcing: bool = True):
+    """Fraction of symbols copied right, per source length.
+
+    teacher_forcing=True: each prediction is given the true previous symbols (as in training). False: the model
+    writes the whole copy itself, each step fed its own previous output (greedy), so one slip can cause more.
+    """
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     accuracy = []
     for length in lengths:
         source, decoder_input, target = copy_task_batch(batch_size, length, n_symbols, generator)
-        logits, _, _ = model(source, decoder_input)
-        accuracy.append((logits.argmax(-1) == target).float().mean().item())
+        if teacher_forcing:
+            written = model(source, decoder_input)[0].argmax(-1)
+        else:
+            written = greedy_copy(model, source)
+        accuracy.append((written == target).float().mean().item())
     model.train()
     return accuracy
+
+
+@torch.no_grad()
+def greedy_copy(model: Seq2Seq, source: torch.Tensor) -> torch.Tensor:
+    """The copy the model writes on its own: start symbol 0, then each step's likeliest symbol fed back in."""
+    decoder_input = torch.zeros(source.shape[0], 1, dtype=torch.long)
+    for _ in range(source.shape[1]):
+        logits, _, _ = model(source, decoder_input)
+        decoder_input = torch.cat([decoder_input, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return decoder_input[:, 1:]
 
 
 # --- Exercise checker -------------------------------------------------------------------------------------------
@@ -387,8 +429,8 @@ def check_lstm_cell(lstm_cell_step) -> bool:
             got = lstm_cell_step(x, h, c, reference.weight_ih, reference.weight_hh,
                                  reference.bias_ih, reference.bias_hh)
         except NotImplementedError:
-            print("Not written yet. Hint: gates = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh, then "
-                  "gates.chunk(4, dim=-1) gives i, f, g, o in that order; c' = f*c + i*g, h' = o*tanh(c').")
+            print("Not written yet. Hint: weight_ih has 4 × hidden rows: the four gates' blocks stacked in the order "
+                  "i, f, g, o. One product for all four, then split it.")
             return False
         except Exception as error:  # the learner's bug, reported in one line
             print(f"✗ your function raised {type(error).__name__}: {error}")
