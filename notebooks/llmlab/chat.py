@@ -160,7 +160,7 @@ def fit_to_window(tokenizer, messages, max_tokens: int) -> list[dict]:
         if n <= max_tokens:
             return system + dialogue
         if len(dialogue) == 1:
-            what = "the system message and the last user message" if system else "the last user message"
-            raise CourseError(f"{what} alone take {n} tokens; the model reads at most {max_tokens} here: "
+            what = "the system message and the last user message take" if system else "the last user message takes"
+            raise CourseError(f"{what} {n} tokens alone; the model reads at most {max_tokens} here: "
                               "shorten the message")
         dialogue = dialogue[2:]  # the oldest exchange: a user message and its reply

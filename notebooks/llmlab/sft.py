@@ -702,7 +702,11 @@ def transformers_chat_reply(folder, messages, max_new_tokens: int = 40) -> str:
     from transformers import pipeline
 
     pipe = pipeline("text-generation", model=str(folder), device="cpu")
-    out = pipe(_as_messages(messages), max_new_tokens=max_new_tokens, do_sample=False)
+    messages = _as_messages(messages)
+    # like llmlab's generation, stop at the end of the context window (past it GPT-2 has no positions)
+    prompt = chat.prompt_ids(pipe.tokenizer, messages)
+    max_new_tokens = min(max_new_tokens, pipe.model.config.n_positions - len(prompt))
+    out = pipe(messages, max_new_tokens=max_new_tokens, do_sample=False)
     return out[0]["generated_text"][-1]["content"]
 
 
@@ -717,11 +721,17 @@ def export_chat_gguf(model: GPT, tokenizer, path) -> Path:
 
 def llama_cpp_chat_reply(path, messages, max_tokens: int = 40) -> str:
     """The reply llama-cpp-python's create_chat_completion gives (greedy), formatted by the file's template."""
+    import llama_cpp
+
     from llmlab.export import load_gguf
 
     llm = load_gguf(path, exact=True)
+    messages = _as_messages(messages)
     try:
-        out = llm.create_chat_completion(messages=_as_messages(messages), max_tokens=max_tokens, temperature=0.0,
+        prompt = llm.tokenize(chat.render(messages, add_generation_prompt=True).encode(), add_bos=False, special=True)
+        window = min(llm.n_ctx(), llama_cpp.llama_model_n_ctx_train(llm.model))  # llama.cpp may pad n_ctx
+        max_tokens = min(max_tokens, window - len(prompt))  # stop at the end of the window, as llmlab does
+        out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
                                          top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
     finally:
         llm.close()

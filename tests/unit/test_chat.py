@@ -114,7 +114,7 @@ def test_long_chats_drop_the_oldest_exchanges_and_keep_the_system_message(tokeni
     assert chat.prompt_ids(tokenizer, messages, max_tokens=budget) == chat.prompt_ids(tokenizer, kept)
     alone = len(chat.prompt_ids(tokenizer, [system, messages[-1]]))
     assert chat.fit_to_window(tokenizer, messages, alone) == [system, messages[-1]]
-    with pytest.raises(CourseError, match="alone take"):
+    with pytest.raises(CourseError, match="tokens alone"):
         chat.fit_to_window(tokenizer, messages, alone - 1)
     with pytest.raises(CourseError):
         chat.fit_to_window(tokenizer, messages, 0)

@@ -111,7 +111,7 @@ def test_bad_input_gets_a_course_error(tokenizer):
         sft.replies(model, tokenizer, [[{"role": "robot", "content": "hi"}]])
     with pytest.raises(CourseError):
         sft.reply(model, tokenizer, "")
-    with pytest.raises(CourseError, match="alone take"):
+    with pytest.raises(CourseError, match="tokens alone"):
         sft.reply(model, tokenizer, "word " * 100)
     with pytest.raises(CourseError):
         sft.variant_config("sft-huge")
