@@ -82,6 +82,9 @@ def check_prefix_lm_mask(prefix_lm_mask) -> None:
         print("Not done yet: start from causal_mask(n), then let every row see the first `prefix` columns, "
               "and keep the prefix rows from looking past the prefix.")
         return
+    except Exception as error:  # the learner's bug, in one line
+        print(f"✗ your prefix_lm_mask raised {type(error).__name__}: {error}")
+        return
     print(f"✓ prefix_lm_mask is right on all {len(cases)} cases (prefix 0 is a decoder, prefix n an encoder).")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from llmlab.checks import check_positive_int, check_text
+from llmlab.checks import check_number, check_positive_int, check_text
 
 # scikit-learn's default: runs of two or more word characters. One-letter words ("a", "I", the "r" of
 # "how many r's") are dropped, which is one of the things a bag cannot see.
@@ -52,6 +52,8 @@ class BagOfWords:
 
     def __init__(self, *, lowercase=True, token_pattern=TOKEN_PATTERN, ngram_range=(1, 1), min_df=1,
                  max_df=1.0, max_features=None, binary=False):
+        if max_features is not None:
+            check_positive_int("max_features", max_features)
         self.lowercase, self.token_pattern, self.ngram_range = lowercase, token_pattern, tuple(ngram_range)
         self.min_df, self.max_df, self.max_features, self.binary = min_df, max_df, max_features, binary
         self.vocabulary_: dict[str, int] = {}
@@ -253,6 +255,8 @@ class SparseLogisticRegression:
     """
 
     def __init__(self, C: float = 1.0, *, max_iter: int = 500, tolerance: float = 1e-8):
+        check_number("C", C, minimum=0, strict_minimum=True)  # the inverse strength of the penalty
+        check_positive_int("max_iter", max_iter)
         self.C, self.max_iter, self.tolerance = C, max_iter, tolerance
         self.coef_ = self.intercept_ = None
         self.losses: list[float] = []
@@ -303,6 +307,8 @@ class SparseLogisticRegression:
 
 def train_test_split_indices(n: int, *, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A fixed random split of range(n) into (train, test) indices."""
+    check_positive_int("n", n, minimum=0)
+    check_number("test_fraction", test_fraction, minimum=0, maximum=1)
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
     return np.sort(order[n_test:]), np.sort(order[:n_test])

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Iterable
 
 import regex
+
+from llmlab.checks import CourseError, check_positive_int, check_text
 from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 # GPT-2's pre-tokenizer: contractions, a word (letters) with an optional leading space, a number, a run of
@@ -195,6 +197,8 @@ class BPETokenizer:
         raise KeyError(f"token id {token_id} is not in this vocabulary of {len(self)} tokens (0..{len(self) - 1})")
 
     def decode(self, ids: Iterable[int]) -> str:
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise CourseError(f"ids must be a list of token ids, not {type(ids).__name__} {ids!r:.60}")
         return bytes_to_text(b"".join(self.token_bytes(i) for i in ids))
 
     def id_of(self, token: bytes | str) -> int:
@@ -232,8 +236,10 @@ def count_pieces(texts: str | Iterable[str], pattern: str = GPT2_SPLIT_PATTERN) 
     """How often each pre-split piece occurs ("Ġthe" thousands of times): BPE only needs these counts."""
     split = regex.compile(pattern)
     counts = Counter()
+    if not isinstance(texts, (str, list, tuple)):
+        raise CourseError(f"texts must be a str or a list of str, not {type(texts).__name__} {texts!r:.60}")
     for text in [texts] if isinstance(texts, str) else texts:
-        counts.update(split.findall(text))
+        counts.update(split.findall(check_text("each of texts", text, allow_empty=True)))
     return counts
 
 
@@ -246,8 +252,8 @@ class _Vocabulary:
     """Token bytes while training, with the tie-break rank of each token and the reuse rule of `tokenizers`."""
 
     def __init__(self, vocab_size: int, n_special: int, tie_break: str):
-        if vocab_size < 256 + n_special:
-            raise ValueError(f"vocab_size must be at least 256 bytes + {n_special} special tokens, not {vocab_size}")
+        if check_positive_int("vocab_size", vocab_size, maximum=1_000_000) < 256 + n_special:
+            raise CourseError(f"vocab_size must be at least 256 bytes + {n_special} special tokens, not {vocab_size}")
         if tie_break not in TIE_BREAKS:
             raise ValueError(f"tie_break must be one of {TIE_BREAKS}, not {tie_break!r}")
         self.limit = vocab_size - n_special
@@ -431,12 +437,15 @@ def check_merge(merge_fn) -> bool:
     try:
         for (ids, pair, new_id), expected in cases:
             got = merge_fn(list(ids), pair, new_id)
-            if list(got) != expected:
+            if not isinstance(got, (list, tuple)) or list(got) != expected:
                 print(f"✗ merge({ids}, {pair}, {new_id}) gave {got}; expected {expected}. "
                       "Hint: walk left to right; when ids[i], ids[i+1] is the pair, emit new_id and jump by 2.")
                 return False
     except NotImplementedError:
         print("Not done yet: replace `raise NotImplementedError` with your code, then run this cell again.")
+        return False
+    except Exception as error:  # the learner's bug, in one line
+        print(f"✗ your merge raised {type(error).__name__}: {error}")
         return False
     print(f"✓ merge is right on all {len(cases)} cases, including overlaps like [5, 5, 5].")
     return True

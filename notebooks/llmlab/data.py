@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from llmlab import corpora
-from llmlab.checks import CourseError, check_positive_int
+from llmlab.checks import CourseError, check_number, check_positive_int
 
 IGNORE_INDEX = -100  # the target value F.cross_entropy skips (gpt.py passes ignore_index=-100)
 MAX_BLOCK_SIZE = 65_536  # rows longer than any context window of the course are refused, not allocated
@@ -81,6 +81,8 @@ VALIDATION_SOURCES = {
 
 def mixture_documents(names: Iterable[str] = tuple(SOURCES)) -> dict[str, list[str]]:
     """The documents of each named source."""
+    if isinstance(names, str):
+        raise CourseError(f"names must be a list of source names such as {list(SOURCES)}, not the str {names!r}")
     unknown = [name for name in names if name not in SOURCES]
     if unknown:
         raise KeyError(f"unknown source {unknown}; the sources are {list(SOURCES)}")
@@ -90,14 +92,15 @@ def mixture_documents(names: Iterable[str] = tuple(SOURCES)) -> dict[str, list[s
 # --- train / validation split ---------------------------------------------------------------------------------
 
 def split_documents(documents: Sequence, val_fraction: float, seed: int = 0) -> tuple[list, list]:
-    """(train, validation): a seeded random val_fraction of whole documents is held out (at least one)."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
+    """(train, validation): a seeded random val_fraction of whole documents is held out (at least one, and at
+    least one is kept for training)."""
+    if not 0 < check_number("val_fraction", val_fraction) < 1:
+        raise CourseError(f"val_fraction must be between 0 and 1, not {val_fraction}")
     if len(documents) < 2:
         raise ValueError("splitting needs at least two documents")
     order = list(range(len(documents)))
     random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(documents) * val_fraction))
+    n_val = min(max(1, round(len(documents) * val_fraction)), len(documents) - 1)  # neither split is empty
     held_out = set(order[:n_val])
     train = [d for i, d in enumerate(documents) if i not in held_out]
     val = [d for i, d in enumerate(documents) if i in held_out]
@@ -129,8 +132,11 @@ def sample_mixture(sources: dict[str, list[list[int]]], proportions: dict[str, f
     """
     if set(proportions) != set(sources):
         raise ValueError(f"proportions name {sorted(proportions)}, the sources are {sorted(sources)}")
-    if any(p < 0 for p in proportions.values()) or not math.isclose(sum(proportions.values()), 1.0, abs_tol=1e-6):
+    for name, p in proportions.items():
+        check_number(f"proportions[{name!r}]", p, minimum=0)
+    if not math.isclose(sum(proportions.values()), 1.0, abs_tol=1e-6):
         raise ValueError(f"proportions must be >= 0 and add up to 1, not {proportions}")
+    check_positive_int("total_tokens", total_tokens, maximum=100_000_000)  # a typo would draw for hours
     rng = random.Random(seed)
     drawn, table = [], []
     for name, documents in sources.items():

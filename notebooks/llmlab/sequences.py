@@ -33,6 +33,9 @@ def random_windows(ids: torch.Tensor, batch_size: int, length: int, generator=No
     """`batch_size` random windows of `length` characters (inputs) and the same windows shifted by one (targets)."""
     check_positive_int("batch_size", batch_size)
     check_positive_int("length", length)
+    if batch_size * length > 10_000_000:  # a typo would allocate gigabytes
+        raise CourseError(f"batch_size × length is {batch_size * length:,} characters; at most 10,000,000 fit "
+                          "one batch: use a smaller batch_size or length")
     if len(ids) < length + 2:
         raise CourseError(f"length {length} needs at least {length + 2} characters of text; there are {len(ids)}")
     starts = torch.randint(0, len(ids) - length - 1, (batch_size,), generator=generator)

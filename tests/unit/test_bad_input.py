@@ -19,8 +19,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmlab import (artifacts, attention, bigram, bow, checks, data, embeddings, export, generation, open_models,
-                    paths, sequences, sizing, training, widgets)
+from llmlab import (artifacts, attention, bigram, bow, bpe, checks, data, embeddings, export, generation,
+                    open_models, paths, sequences, sizing, training, widgets)
 from llmlab.checks import MAX_NEW_TOKENS, CourseError
 from llmlab.gpt import GPT, GPTConfig
 
@@ -340,6 +340,114 @@ def test_any_error_in_a_widget_callback_is_one_line(capsys, error, message):
     assert "Traceback" not in out
 
 
+@SOME
+@given(texts=st.one_of(TEXT, st.lists(TEXT, max_size=3)), vocab_size=st.one_of(st.integers(250, 270), BAD_NUMBERS),
+       ids=st.one_of(st.lists(st.integers(-3, 300), max_size=5), TEXT))
+def test_bpe_trains_and_round_trips_or_refuses(texts, vocab_size, ids):
+    tokenizer = refused_or(lambda: bpe.train_bpe(texts, vocab_size, progress=False))
+    if tokenizer is None:
+        return
+    for text in [texts] if isinstance(texts, str) else texts:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    refused_or(lambda: tokenizer.decode(ids), also=(KeyError,))
+
+
+@SOME
+@given(share=st.one_of(st.floats(0, 1), BAD_NUMBERS), total=SMALL_COUNT, val_fraction=ANYTHING,
+       n_documents=st.integers(0, 5))
+def test_mixture_and_split_keep_their_promises(share, total, val_fraction, n_documents):
+    sources = {"stories": [[1, 2, 3], [4, 5]], "plays": [[6]]}
+
+    def exact_shares(result):
+        drawn, table = result
+        assert sum(map(len, drawn)) == sum(row.sampled_tokens for row in table)
+        assert [row.sampled_tokens for row in table] == [round(total * share), round(total * (1 - share))]
+
+    rest = 1 - share if isinstance(share, float) else share
+    refused_or(lambda: data.sample_mixture(sources, {"stories": share, "plays": rest}, total), exact_shares)
+    documents = list(range(n_documents))
+    refused_or(lambda: data.split_documents(documents, val_fraction),
+               lambda split: (split[0] and split[1] and sorted(split[0] + split[1]) == documents) or pytest.fail(split))
+
+
+@SOME
+@given(n_chars=st.integers(0, 30), batch_size=SMALL_COUNT, length=SMALL_COUNT, val_fraction=ANYTHING)
+def test_character_windows_and_scores(char_models, n_chars, batch_size, length, val_fraction):
+    _, lm = char_models
+    ids = torch.arange(n_chars) % 5
+    refused_or(lambda: sequences.random_windows(ids, batch_size, length),
+               lambda xy: xy[0].shape == xy[1].shape == (batch_size, length) or pytest.fail(str(xy)))
+    refused_or(lambda: sequences.evaluate(lm, ids, length=length),
+               lambda loss: (math.isfinite(loss) and loss > 0) or pytest.fail(str(loss)))
+    refused_or(lambda: sequences.split_train_val(ids, val_fraction),
+               lambda parts: len(parts[0]) + len(parts[1]) == n_chars or pytest.fail(str(parts)))
+
+
+@SOME
+@given(a=TEXT, b=st.sampled_from(["king", "queen", "kingg", ""]), k=SMALL_COUNT)
+def test_word_vector_lookups(word_vectors, a, b, k):
+    refused_or(lambda: word_vectors.similarity(a, b), lambda s: -1.0001 <= s <= 1.0001, also=(KeyError,))
+    refused_or(lambda: word_vectors.neighbours(a, k), lambda rows: len(rows) <= k, also=(KeyError,))
+    refused_or(lambda: word_vectors.analogy("man", "king", a, k), lambda rows: len(rows) <= k, also=(KeyError,))
+
+
+@FEW
+@given(n_shots=SMALL_COUNT, n_choices=SMALL_COUNT, length=SMALL_COUNT, batch=SMALL_COUNT)
+def test_prompting_scores_are_shares(gpt, tokenizer, n_shots, n_choices, length, batch):
+    pairs = [("cat", "cat"), ("dog", "dog"), ("sun", "sun"), ("red", "red")]
+    share = lambda value: (0 <= value <= 1) or pytest.fail(str(value))  # noqa: E731
+    refused_or(lambda: generation.few_shot_accuracy(gpt, tokenizer, pairs, n_shots, max_new_tokens=2), share)
+    refused_or(lambda: generation.few_shot_choice_accuracy(gpt, tokenizer, pairs, n_shots, n_choices=n_choices),
+               share)
+    refused_or(lambda: generation.repeated_sequence_loss(gpt, length, batch),
+               lambda losses: all(math.isfinite(x) and x > 0 for x in losses) or pytest.fail(str(losses)))
+    refused_or(lambda: generation.token_latencies(gpt, torch.tensor([[1, 2]]), length),
+               lambda times: len(times) == length and all(t >= 0 for t in times))
+
+
+@SOME
+@given(max_norm=ANYTHING, scale=st.floats(0, 1e6))
+def test_clipping_never_flips_or_grows_a_step(max_norm, scale):
+    parameter = torch.nn.Parameter(torch.ones(3))
+    parameter.grad = torch.tensor([1.0, -2.0, 2.0]) * scale
+    before = parameter.grad.clone()
+
+    def check(norm_before):
+        assert torch.allclose(norm_before, before.norm())
+        assert (parameter.grad * before >= 0).all()  # same direction, never flipped
+        assert parameter.grad.norm() <= min(before.norm(), max_norm) * (1 + 1e-5) + 1e-6
+
+    refused_or(lambda: training.clip_gradients([parameter], max_norm), check)
+
+
+# --- properties: exercise checkers -----------------------------------------------------------------------------
+
+CHECKERS = [sizing.check_memory_exercise, training.check_learning_rate, generation.check_min_p,
+            generation.check_repetition_penalty, embeddings.check_center_gradient, bpe.check_merge,
+            attention.check_prefix_lm_mask, sequences.check_lstm_cell]
+LEARNER = st.one_of(ANYTHING.map(lambda value: ("returns", value)), ERRORS.map(lambda error: ("raises", error)),
+                    st.just(("returns NaN like its input", None)))
+
+
+@settings(SOME, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(checker=st.sampled_from(CHECKERS), behaviour=LEARNER)
+def test_an_exercise_checker_never_passes_a_wrong_answer_nor_raises(capsys, checker, behaviour):
+    kind, value = behaviour
+
+    def learner(*args, **kwargs):
+        if kind == "raises":
+            raise value("the learner's bug")
+        if kind == "returns":
+            return value
+        first = args[0]
+        return torch.full_like(first, float("nan")) if isinstance(first, torch.Tensor) else float("nan")
+
+    capsys.readouterr()
+    assert checker(learner) in (False, None)
+    out = capsys.readouterr().out
+    assert "✓" not in out and out.strip()  # it says what is wrong
+
+
 # --- properties: llama.cpp, which aborts the process on a bad request -----------------------------------------------
 
 @SOME
@@ -348,6 +456,36 @@ def test_any_error_in_a_widget_callback_is_one_line(capsys, error, message):
 def test_llama_cpp_greedy_never_aborts(llm, prompt, max_new_tokens):
     refused_or(lambda: export.greedy_tokens_llama_cpp(llm, prompt, max_new_tokens),
                lambda new: len(new) <= max_new_tokens or pytest.fail(str(new)))
+
+
+@pytest.fixture(scope="module")
+def logits_llm(gguf_file):
+    llm = export.load_gguf(gguf_file, logits_all=True, n_threads=1)
+    yield llm
+    llm.close()
+
+
+@FEW
+@given(ids=st.one_of(st.lists(st.integers(-5, 320), max_size=20), TEXT))
+def test_llama_cpp_logits_are_finite_rows_or_a_refusal(logits_llm, ids):
+    refused_or(lambda: export.llama_cpp_logits(logits_llm, ids),
+               lambda logits: (logits.shape[0] == len(ids) and torch.isfinite(logits).all()) or pytest.fail(ids))
+
+
+@FEW
+@given(question=TEXT, max_tokens=st.one_of(st.integers(-1, 8), BAD_NUMBERS),
+       temperature=st.one_of(st.sampled_from([0.0, 0.7]), BAD_NUMBERS), system=st.one_of(st.none(), TEXT))
+def test_chat_with_a_gguf_model_answers_or_refuses(chat_llm, question, max_tokens, temperature, system):
+    refused_or(lambda: open_models.chat(chat_llm, question, system=system, max_tokens=max_tokens,
+                                        temperature=temperature),
+               lambda answer: isinstance(answer, str) or pytest.fail(repr(answer)))
+
+
+@pytest.fixture(scope="module")
+def chat_llm(gguf_file):
+    llm = open_models.load_gguf_chat(gguf_file, n_ctx=64, n_threads=1)
+    yield llm
+    llm.close()
 
 
 # --- the examples of the issue, one by one -------------------------------------------------------------------------
