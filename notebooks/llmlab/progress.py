@@ -21,11 +21,14 @@ class FinalLineBar(text_tqdm):
     def __init__(self, *args, **kwargs):
         kwargs["file"] = io.StringIO()  # the running redraws go nowhere
         kwargs.setdefault("ascii", False)
+        kwargs.setdefault("smoothing", 0)  # the rate printed at the end is the average over the whole run
         super().__init__(*args, **kwargs)
 
     def close(self):
         if self.disable:  # disabled from the start, or already closed
             return super().close()
+        if self.total is not None and self.n > self.total:  # planned low (e.g. epochs of varying size):
+            self.total = self.n  # show the count reached, not a bar that lost its total
         final = str(self)  # the state at the end, before closing freezes the bar
         leave = self.leave
         super().close()

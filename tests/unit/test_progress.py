@@ -31,3 +31,12 @@ def test_live_bar_is_tqdm_auto(monkeypatch):
     bar = progress.progress_bar(range(3))
     assert not isinstance(bar, progress.FinalLineBar)
     bar.close()
+
+
+def test_headless_bar_that_overshoots_its_plan_still_shows_a_total(monkeypatch, capsys):
+    monkeypatch.setenv("LLMLAB_HEADLESS", "1")
+    bar = progress.progress_bar(total=100, desc="pairs", unit="pair")
+    bar.update(120)  # more than planned
+    bar.close()
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("pairs: 100%") and "120/120" in line
