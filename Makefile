@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 NOTEBOOKS ?=
 
-.PHONY: setup lab test test-ipywidgets7 course bench clean-cache
+.PHONY: setup lab test test-ipywidgets7 test-browser course bench clean-cache
 
 setup: $(READY)
 
@@ -39,6 +39,18 @@ test-ipywidgets7: setup
 		ipywidgets==7.7.1 widgetsnbextension==3.6.10 jupyterlab_widgets==1.1.11
 	$(W7)/bin/python -c 'import ipywidgets; assert ipywidgets.__version__ == "7.7.1", ipywidgets.__version__'
 	$(W7)/bin/python -m pytest -p no:cacheprovider tests/unit/test_widgets.py
+
+# The widgets in a real browser: JupyterLab in headless Chromium runs a notebook and drives its widgets
+# (tests/browser). Debian's chromium and chromium-driver are installed with apt-get when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+test-browser: setup
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "Installing Debian's chromium and chromium-driver (apt-get)..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	fi
+	$(BIN)/python -m pytest -m browser tests/browser
 
 # Every notebook in full mode, outputs saved into the notebooks (NOTEBOOKS="04 05" for some).
 course: setup
