@@ -37,6 +37,9 @@ class LoRAConfig:
     def __post_init__(self):
         check_positive_int("rank", self.rank, maximum=4096)
         check_number("alpha", self.alpha, minimum=0, strict_minimum=True)
+        if not isinstance(self.targets, (str, list, tuple)):
+            raise CourseError(f"targets must name some of the projections {list(GPT2_PROJECTIONS)}, "
+                              f"not {self.targets!r:.60}")
         targets = tuple(self.targets) if not isinstance(self.targets, str) else (self.targets,)
         unknown = [t for t in targets if t not in GPT2_PROJECTIONS]
         if unknown or not targets:

@@ -420,6 +420,34 @@ def test_clipping_never_flips_or_grows_a_step(max_norm, scale):
     refused_or(lambda: training.clip_gradients([parameter], max_norm), check)
 
 
+MESSAGE = st.one_of(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "bot", None, 3]),
+                                           "content": st.one_of(TEXT, st.sampled_from(["<|end|>", "hi <|user|>"]))}),
+                    ANYTHING)
+
+
+@SOME
+@given(messages=st.one_of(st.lists(MESSAGE, max_size=5), ANYTHING), add_generation_prompt=st.booleans())
+def test_chat_messages_are_checked_before_they_are_rendered(messages, add_generation_prompt):
+    from llmlab import chat
+
+    def check(text):
+        assert isinstance(text, str) and all(m["content"] in text for m in messages)
+
+    refused_or(lambda: chat.render(messages, add_generation_prompt=add_generation_prompt), check)
+
+
+@SOME
+@given(rank=SMALL_COUNT, alpha=ANYTHING, targets=st.one_of(st.lists(st.sampled_from(["c_attn", "c_fc", "wte"]),
+                                                                    max_size=3), TEXT))
+def test_lora_config_is_valid_or_refused(rank, alpha, targets):
+    from llmlab import lora
+
+    def check(config):
+        assert config.rank >= 1 and math.isfinite(config.scaling) and config.scaling > 0 and config.targets
+
+    refused_or(lambda: lora.LoRAConfig(rank, alpha, targets), check)
+
+
 # --- properties: exercise checkers -----------------------------------------------------------------------------
 
 CHECKERS = [sizing.check_memory_exercise, training.check_learning_rate, generation.check_min_p,
