@@ -231,9 +231,11 @@ def attention_maps(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     The fast kernel never materialises the weights, so each layer's queries and keys are recomputed from the
     input its attention received (caught with a forward hook) and put through attention by hand.
     """
+    if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.numel() == 0:
+        raise CourseError(f"idx must be a non-empty tensor of token ids (torch.long), not {idx!r:.60}")
     idx = idx if idx.dim() == 2 else idx[None]
-    if idx.shape[0] != 1:
-        raise ValueError("attention_maps takes one sequence of token ids")
+    if idx.dim() != 2 or idx.shape[0] != 1:
+        raise CourseError(f"attention_maps takes one sequence of token ids, not a tensor of shape {tuple(idx.shape)}")
     inputs = []
     hooks = [block.attn.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
              for block in model.transformer.h]

@@ -238,6 +238,19 @@ def test_gpt_config_builds_a_model_or_refuses(fields):
         assert logits.shape == (1, 1, config.vocab_size) and torch.isfinite(logits).all()
 
 
+@SOME
+@given(ids=st.one_of(st.lists(st.integers(-3, 320), max_size=20), TEXT))
+def test_attention_maps_are_rows_of_weights_or_a_refusal(gpt, ids):
+    from llmlab.gpt import attention_maps
+
+    def check(maps):
+        assert maps.shape == (1, 2, len(ids), len(ids)) and torch.isfinite(maps).all()
+        assert torch.allclose(maps.sum(-1), torch.ones(maps.shape[:-1]), atol=1e-5)
+
+    refused_or(lambda: attention_maps(gpt, torch.tensor(ids, dtype=torch.long) if isinstance(ids, list) else ids),
+               check)
+
+
 # --- properties: the artifact cache ------------------------------------------------------------------------------
 
 @SOME
@@ -610,6 +623,17 @@ def test_a_file_that_is_not_gguf_gets_a_clear_message(tmp_path, gguf_file):
         for load in (export.gguf_metadata, export.load_gguf, open_models.load_gguf_chat):
             with pytest.raises(CourseError, match=message):
                 load(path)
+
+
+def test_open_model_helpers_check_their_arguments_before_the_model_runs(llm):
+    for call, name in [(lambda: open_models.continue_text(None, None), "prompt"),
+                       (lambda: open_models.continue_text(None, "hi", max_new_tokens=0), "max_new_tokens"),
+                       (lambda: open_models.seq2seq_generate(None, None, ""), "prompt"),
+                       (lambda: open_models.find_gguf_chat_model(3), "path"),
+                       (lambda: export.llama_cpp_speed(llm, [1], 5, repeats=0), "repeats"),
+                       (lambda: export.llama_cpp_speed(llm, [1], 0), "max_new_tokens")]:
+        with pytest.raises(CourseError, match=name):
+            call()
 
 
 def test_hangs_are_refused_at_once():
