@@ -299,14 +299,16 @@ def rnn_with_batched_input_projection(cell: RNNCell, x: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def time_recurrence_and_attention(lengths, width: int = 64, repeats: int = 3) -> dict[str, list[float]]:
+def time_recurrence_and_attention(lengths, width: int = 64, repeats: int = 15, threads: int = 1) -> dict[str, list[float]]:
     """Seconds to process one sequence of each length (the fastest of `repeats` runs), four ways:
 
     "RNN, Python loop": our RNN, one RNNCell call per step, each paying Python's overhead;
     "RNN, Python loop, input projection batched": the same, with W_ih x_t done for all steps in one product;
     "nn.RNN (loop in C++)": PyTorch's RNN, the same T dependent steps without the Python overhead;
     "self-attention": one causal self-attention layer: more arithmetic (every pair of positions), in a few
-    large products that parallel hardware splits up.
+    large products.
+    On `threads` CPU threads (1: the race measures the work and its overhead, not how many cores happen to be
+    free), the ways taking turns so that a busy moment of the machine slows them alike.
     """
     torch.manual_seed(0)
     rnn = RNN(width, width)
@@ -319,12 +321,22 @@ def time_recurrence_and_attention(lengths, width: int = 64, repeats: int = 3) ->
         "self-attention": lambda x, causal: attention(x @ w_q, x @ w_k, x @ w_v, mask=causal),
     }
     times = {name: [] for name in ways}
-    for length in lengths:
-        x = torch.randn(length, width)
-        causal = torch.ones(length, length, dtype=torch.bool).tril()
-        for name, run in ways.items():
-            run(x, causal)  # warm-up: the first call pays for allocations
-            times[name].append(_best_seconds(lambda: run(x, causal), repeats))
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for length in lengths:
+            x = torch.randn(length, width)
+            causal = torch.ones(length, length, dtype=torch.bool).tril()
+            best = {name: float("inf") for name in ways}
+            for name, run in ways.items():
+                run(x, causal)  # warm-up: the first call pays for allocations
+            for _ in range(repeats):
+                for name, run in ways.items():
+                    best[name] = min(best[name], _best_seconds(lambda: run(x, causal), 1))
+            for name in ways:
+                times[name].append(best[name])
+    finally:
+        torch.set_num_threads(saved_threads)
     return times
 
 
