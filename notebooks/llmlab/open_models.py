@@ -1,4 +1,5 @@
-"""Real open models, where this machine has them: GPT-2, FLAN-T5 and a GGUF chat model.
+"""Real open models, where this machine has them: GPT-2, FLAN-T5 and a GGUF chat model (and GPT-2's tokenizer,
+which the course ships).
 
 Nothing here touches the network. Each finder looks where you put the model (an environment variable holding a
 path) and in the Hugging Face cache; when the model is absent it prints one line on how to get it and returns
@@ -23,6 +24,22 @@ HOW_TO_GET = {
     "gguf-chat": (f"no GGUF chat model on this machine; to get one (400 MB, online): hf download {GGUF_CHAT_REPO} "
                   f"{GGUF_CHAT_FILE} (or set LLMLAB_GGUF_CHAT=/path/to/model.gguf)"),
 }
+
+
+# --- GPT-2's tokenizer, shipped with the course ------------------------------------------------------------------
+
+def gpt2_tokenizer():
+    """GPT-2's real tokenizer (50,257 tokens), from the two files in data/gpt2_tokenizer: no network, no cache.
+
+    encoder.json (token -> id) and vocab.bpe (the 50,000 merges in order) are OpenAI's published files (Modified
+    MIT License, data/gpt2_tokenizer/LICENSE); `transformers`' GPT2Tokenizer builds the byte-level BPE from them.
+    """
+    from transformers import GPT2Tokenizer
+
+    from llmlab.paths import data_file
+
+    return GPT2Tokenizer(vocab=str(data_file("gpt2_tokenizer/encoder.json")),
+                         merges=str(data_file("gpt2_tokenizer/vocab.bpe")))
 
 
 # --- GPT-2 through a `transformers` pipeline ---------------------------------------------------------------------

@@ -107,3 +107,10 @@ def test_chat_prompt_fills_in_the_template_stored_in_the_gguf(model, tokenizer, 
             "<|im_start|>user\nHow many 'r's are in strawberry?<|im_end|>\n<|im_start|>assistant\n")
     finally:
         llm.close()
+
+
+def test_gpt2_tokenizer_from_the_shipped_files_gives_gpt2s_ids():
+    tokenizer = open_models.gpt2_tokenizer()
+    assert len(tokenizer) == 50257
+    assert tokenizer.encode("Megatron loves only himself") == [42672, 23484, 10408, 691, 2241]
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode(" strawberry")) == ["Ġstrawberry"]
