@@ -95,17 +95,24 @@ def strip_volatile_metadata(nb):
     return nb
 
 
-def bench_one(path: Path, save_outputs: bool = False) -> dict:
+def _cached(cache: Path) -> set[str]:
+    folder = cache / "full"
+    return {p.name for p in folder.iterdir() if (p / "manifest.json").exists()} if folder.exists() else set()
+
+
+def bench_one(path: Path, cache: Path, save_outputs: bool = False) -> dict:
     """Full-mode run of one notebook in a child process: its wall time, its kernel's peak memory, its figures.
 
-    The artifact cache starts empty, as in a fresh clone: a notebook that needs the tokenizer or the base model
-    builds it, and its time counts.
+    The cache is the bench run's own, empty at its start and shared by its notebooks in order, as for a learner
+    going through the course: the first notebook that needs the tokenizer or the base model builds it (its time
+    counts there, and `built` names it), later ones load it.
     """
+    before = _cached(cache)
     with tempfile.TemporaryDirectory() as scratch:
         figures_file = Path(scratch) / "figures.json"
         start = time.perf_counter()
         child = subprocess.run(
-            [sys.executable, __file__, "_measure", str(path), str(figures_file), str(int(save_outputs))],
+            [sys.executable, __file__, "_measure", str(path), str(figures_file), str(int(save_outputs)), str(cache)],
             capture_output=True, text=True,
         )
         wall = time.perf_counter() - start
@@ -113,20 +120,20 @@ def bench_one(path: Path, save_outputs: bool = False) -> dict:
             raise NotebookError(child.stdout[-4000:] + child.stderr[-4000:])
         measured = json.loads(child.stdout.strip().splitlines()[-1])
         figures = json.loads(figures_file.read_text()) if figures_file.exists() else {}
-    return {"wall_s": round(wall, 1), "peak_rss_mib": measured["peak_rss_mib"], "cache": "cold", "figures": figures}
+    return {"wall_s": round(wall, 1), "peak_rss_mib": measured["peak_rss_mib"],
+            "built": sorted(_cached(cache) - before), "figures": figures}
 
 
-def _measure(path: str, figures_file: str, save_outputs: str) -> None:
-    cold_cache = str(Path(figures_file).parent / "cache")
+def _measure(path: str, figures_file: str, save_outputs: str, cache: str) -> None:
     execute(Path(path), "full", write_back=save_outputs == "1",
-            extra_env={"LLMLAB_RESULTS": figures_file, "LLMLAB_CACHE": cold_cache})
+            extra_env={"LLMLAB_RESULTS": figures_file, "LLMLAB_CACHE": cache})
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel was our child
     print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1)}))
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
-        _measure(*sys.argv[2:5])
+        _measure(*sys.argv[2:6])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["test", "course", "bench"])
@@ -134,11 +141,12 @@ def main() -> None:
     parser.add_argument("--save-outputs", action="store_true", help="bench: write the outputs back too")
     args = parser.parse_intermixed_args()  # `bench --save-outputs 07` as make passes it
     failures = []
+    bench_cache = Path(tempfile.mkdtemp(prefix="llmlab-bench-cache-"))  # empty, as in a fresh clone
     for path in select(args.names):
         start = time.perf_counter()
         try:
             if args.command == "bench":
-                row = bench_one(path, args.save_outputs)
+                row = bench_one(path, bench_cache, args.save_outputs)
                 results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
                 results.setdefault("machine", {})
                 results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),

@@ -21,15 +21,42 @@ def shakespeare() -> str:
     return read_text("tinyshakespeare.txt")
 
 
+# UTF-8 curly quotes and dashes that were once decoded as Windows-1252 and saved again: "â€œ" was “.
+_MOJIBAKE = re.compile("â€(.)?", re.S)
+
+
+def _unmangle(match: re.Match) -> str:
+    try:
+        return match.group(0).encode("cp1252").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # ” is E2 80 9D, and 0x9D has no Windows-1252 character:
+        return "”" + (match.group(1) or "")  # its last byte was lost, leaving "â€" before the next character
+
+
+def repair_mojibake(text: str) -> tuple[str, int]:
+    """(text with mojibake such as â€œ â€™ â€" turned back into “ ’ –, the number of repairs)."""
+    return _MOJIBAKE.subn(_unmangle, text)
+
+
 @cache
 def tinystories() -> list[str]:
-    """The TinyStories sample as paragraphs (blank-line separated; the first, cut mid-text, is dropped).
+    """The TinyStories validation sample as paragraphs (the first, cut mid-text, is dropped), mojibake repaired.
 
     The sample lost the markers between stories, so one story may span several paragraphs;
-    `llmlab.data.tinystories_documents` regroups them into stories for pretraining.
+    `llmlab.data.tinystories_documents` regroups them into stories. The course validates on these stories.
     """
-    stories = [s.strip() for s in re.split(r"\n\s*\n", read_text("tinystories_val_sample.txt"))]
+    text, _ = repair_mojibake(read_text("tinystories_val_sample.txt"))
+    stories = [s.strip() for s in re.split(r"\n\s*\n", text)]
     return [s for s in stories[1:] if s]
+
+
+@cache
+def tinystories_train() -> list[str]:
+    """Stories of the TinyStories train split (a 2 MiB head of it); the last one, cut mid-sentence, is dropped.
+
+    The course pretrains on these; they never overlap the validation stories of `tinystories()`.
+    """
+    stories = [s.strip() for s in read_text("tinystories_train_head.txt").split("<|endoftext|>")]
+    return [s for s in stories[:-1] if s]
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,59 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 50, tempe
     return tokenizer.decode(new)
 
 
+@torch.inference_mode()
+def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None, stop_tokens=(),
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+    """Continue many prompts at once: each row's new token ids (a stop token ends a row and is left out).
+
+    What RL and evaluation need: hundreds of answers. The prompts (lists of token ids, any lengths) are padded
+    on the LEFT to one length, so every row's next token sits in the same, last column; the model is told the
+    padding (`pad_lengths`), so each row gets exactly the logits it would get alone. One KV cache serves the
+    whole batch, and rows that have finished are dropped from it, so the batch shrinks as answers end.
+    A row also ends when it fills the context window (block_size tokens).
+    """
+    check_positive_int("max_new_tokens", max_new_tokens, maximum=10_000)
+    if not prompts or any(not isinstance(p, (list, tuple)) or len(p) == 0 for p in prompts):
+        raise CourseError("generate_batch needs a non-empty list of prompts, each a non-empty list of token ids")
+    block_size = model.config.block_size
+    longest = max(len(p) for p in prompts)
+    if longest >= block_size:
+        raise CourseError(f"a prompt has {longest} tokens; the context window holds {block_size}, with room "
+                          "for at least one new token: shorten the prompt")
+    stop = set(int(t) for t in stop_tokens)
+    device = _model_device(model)
+    pad = torch.tensor([longest - len(p) for p in prompts], device=device)
+    idx = torch.tensor([[0] * (longest - len(p)) + list(p) for p in prompts], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache()
+        logits, _ = model(idx, cache=cache, pad_lengths=pad)
+        rows = list(range(len(prompts)))  # the original index of each row still in the batch
+        new: list[list[int]] = [[] for _ in prompts]
+        for step in range(min(max_new_tokens, block_size - longest)):
+            next_ids = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            keep = []
+            for position, (row, token) in enumerate(zip(rows, next_ids.tolist())):
+                if token in stop:
+                    continue
+                new[row].append(token)
+                keep.append(position)
+            if not keep or step == min(max_new_tokens, block_size - longest) - 1:
+                break
+            if len(keep) < len(rows):  # drop finished rows from the batch and from the cache
+                kept = torch.tensor(keep, device=device)
+                cache.keys = [k.index_select(0, kept) for k in cache.keys]
+                cache.values = [v.index_select(0, kept) for v in cache.values]
+                pad, next_ids = pad[kept], next_ids[kept]
+                rows = [rows[i] for i in keep]
+            logits, _ = model(next_ids.view(-1, 1), cache=cache, pad_lengths=pad)
+        return new
+    finally:
+        model.train(was_training)
+
+
 def repeated_ngram_fraction(ids, n: int = 4) -> float:
     """Share of the n-grams of ids that already occurred earlier in ids: 0 for fresh text, near 1 for a loop."""
     check_positive_int("n", n)

@@ -28,12 +28,15 @@ CHAT_ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 SPECIAL_TOKENS = [EOT, *CHAT_ROLE_TOKENS]  # ids 0..4, in this order
 
 ARTIFACT_NAME = "tokenizer"
-CORPORA = ("tinystories_val_sample.txt", "tinyshakespeare.txt")
+CORPORA = ("tinystories_train_head.txt", "tinyshakespeare.txt")
 
 
 def training_texts() -> list[str]:
-    """The pretraining corpora as documents: every TinyStories story, and Shakespeare as one text."""
-    return [*corpora.tinystories(), corpora.shakespeare()]
+    """The pretraining corpora as documents: the TinyStories train stories, and Shakespeare as one text.
+
+    Not the TinyStories validation stories: the tokenizer is part of the model, and the model is scored on those.
+    """
+    return [*corpora.tinystories_train(), corpora.shakespeare()]
 
 
 def train_bytelevel_bpe(texts, vocab_size: int, special_tokens=SPECIAL_TOKENS) -> Tokenizer:

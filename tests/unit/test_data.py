@@ -110,3 +110,30 @@ def test_sample_mixture_cuts_the_last_document_to_fit():
     drawn, table = sample_mixture(sources, {"long": 0.25, "short": 0.75}, total_tokens=400, seed=1)
     assert [row.sampled_tokens for row in table] == [100, 300]
     assert sum(len(d) for d in drawn) == 400
+
+
+def test_mojibake_is_repaired_to_the_characters_it_hid():
+    from llmlab.corpora import repair_mojibake
+
+    assert repair_mojibake("â€œHi,â€ she said. Itâ€™s fine â€“ ok") == ("“Hi,” she said. It’s fine – ok", 4)
+    assert repair_mojibake("plain text") == ("plain text", 0)
+    from llmlab import corpora
+
+    assert not any("â€" in story for story in corpora.tinystories())
+
+
+def test_train_and_validation_stories_do_not_overlap():
+    from llmlab import corpora
+
+    train, val = corpora.tinystories_train(), corpora.tinystories()
+    assert len(train) > 2000 and "<|endoftext|>" not in "".join(train)
+    train_paragraphs = {p.strip() for story in train for p in story.split("\n") if len(p) > 200}
+    assert not [p for p in val if len(p) > 200 and p in train_paragraphs]
+
+
+def test_nats_per_character_is_total_nats_over_characters():
+    from llmlab.pretraining import PretrainingData
+
+    targets = torch.tensor([[5, 6, IGNORE_INDEX], [7, IGNORE_INDEX, IGNORE_INDEX]])
+    data = PretrainingData(torch.tensor([1, 2]), {"S": (targets, targets)}, [], 0, {"S": 12})
+    assert data.nats_per_character("S", 2.0) == pytest.approx(2.0 * 3 / 12)

@@ -296,3 +296,60 @@ def test_repeated_sequence_loss_sees_copying():
     assert abs(first - math.log(200)) < 1e-4 and repeat < 1e-4  # uniform guesses, then perfect copies
     first, repeat = repeated_sequence_loss(tiny_gpt(), length=10)  # an untrained model copies nothing
     assert abs(first - repeat) < 0.2
+
+
+# --- batched generation -------------------------------------------------------------------------------------------
+
+def _tiny_gpt(seed=0, block_size=48):
+    from llmlab.gpt import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=97, block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def test_padded_rows_get_the_logits_they_get_alone():
+    model = _tiny_gpt()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+    longest = max(map(len, prompts))
+    idx = torch.tensor([[0] * (longest - len(p)) + p for p in prompts])
+    pad = torch.tensor([longest - len(p) for p in prompts])
+    batched, _ = model(idx, pad_lengths=pad)
+    for row, prompt in enumerate(prompts):
+        alone, _ = model(torch.tensor([prompt]))
+        assert torch.allclose(batched[row, -len(prompt):], alone[0], atol=1e-5)
+
+
+def test_batched_greedy_generation_equals_row_by_row():
+    from llmlab.generation import generate, generate_batch
+
+    model = _tiny_gpt(1)
+    prompts = [[3, 4, 5], [6], [7, 8, 9, 10, 11, 12, 13], [20, 21]]
+    stop = {17}
+    batched = generate_batch(model, prompts, 12, temperature=0, stop_tokens=stop)
+    for prompt, got in zip(prompts, batched):
+        out = generate(model, torch.tensor([prompt]), 12, temperature=0, stop_tokens=stop)[0, len(prompt):].tolist()
+        if out and out[-1] in stop:
+            out = out[:-1]
+        assert got == out
+
+
+def test_batched_sampling_is_seeded_and_stops_at_the_window():
+    from llmlab.generation import generate_batch
+
+    model = _tiny_gpt(2, block_size=16)
+    prompts = [[1, 2, 3]] * 5
+    first = generate_batch(model, prompts, 50, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    again = generate_batch(model, prompts, 50, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert first == again
+    assert all(len(row) == 16 - 3 for row in first)  # the window ends every row
+    assert len({tuple(r) for r in first}) > 1  # rows are sampled independently
+
+
+def test_batched_generation_refuses_what_cannot_run():
+    from llmlab.checks import CourseError
+    from llmlab.generation import generate_batch
+
+    model = _tiny_gpt(block_size=16)
+    for prompts, n in [([], 5), ([[1], []], 5), ([[1] * 16], 5), ([[1]], 0), ([[1]], 10**9)]:
+        with pytest.raises(CourseError):
+            generate_batch(model, prompts, n, temperature=0)
