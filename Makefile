@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 NOTEBOOKS ?=
 
-.PHONY: setup lab test test-ipywidgets7 test-browser course bench clean-cache
+.PHONY: setup lab artifacts test test-ipywidgets7 test-browser course bench clean-cache
 
 setup: $(READY)
 
@@ -51,6 +51,10 @@ test-browser: setup
 			chromium chromium-driver >/dev/null; \
 	fi
 	$(BIN)/python -m pytest -m browser tests/browser
+
+# Every trained model of the course, built once ahead of a class (one line per artifact); notebooks then load them.
+artifacts: setup
+	LLMLAB_MODE=$${LLMLAB_MODE:-full} $(BIN)/python tools/build_artifacts.py
 
 # Every notebook in full mode, outputs saved into the notebooks (NOTEBOOKS="04 05" for some).
 course: setup

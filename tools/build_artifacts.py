@@ -1,0 +1,47 @@
+"""Build every trained artifact of the course ahead of a class: `make artifacts` (full mode unless LLMLAB_MODE says).
+
+One line per artifact: its name, whether it was cached or built, and how long it took. The artifacts are built
+in the order they depend on each other (tokenizer -> base -> sft -> ...), each by the same call the notebooks use,
+so a notebook opened afterwards loads them in a second.
+"""
+
+import contextlib
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
+os.environ.setdefault("MPLBACKEND", "Agg")  # no window for the live loss plots
+
+from llmlab import paths, runtime  # noqa: E402
+
+
+def builders():
+    """(artifact name, the call that returns it), in dependency order."""
+    from llmlab import pretraining, sft, tokenizer
+
+    yield "tokenizer", tokenizer.course_tokenizer
+    yield "base", pretraining.base_model
+    for name in sft.VARIANTS:
+        yield name, lambda name=name: sft.sft_model(name)
+    yield "persona", sft.persona_model
+    yield "merged", sft.merged_model
+
+
+def main() -> None:
+    print(f"building the course's artifacts in {runtime.MODE} mode into {paths.CACHE_DIR / runtime.MODE}")
+    total = time.perf_counter()
+    for name, build in builders():
+        start = time.perf_counter()
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):  # the builders' own progress bars go to stderr
+            build()
+        state = "built" if "building it" in said.getvalue() else "cached"
+        print(f"{name:<16} {state:<7} {time.perf_counter() - start:7.1f} s", flush=True)
+    print(f"all artifacts ready in {time.perf_counter() - total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
