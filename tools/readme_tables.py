@@ -1,0 +1,73 @@
+"""The README's timing and benchmark tables, written from bench/results.json (so the two never disagree).
+
+    python tools/readme_tables.py          rewrite the tables between the README's markers
+    python tools/readme_tables.py --check  exit 1 if the README's tables differ from results.json (a test runs it)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README, RESULTS = ROOT / "README.md", ROOT / "bench" / "results.json"
+START, END = "<!-- tables from bench/results.json: start -->", "<!-- tables from bench/results.json: end -->"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def tables(results: dict) -> str:
+    notebooks = results["notebooks"]
+    names = sorted(notebooks)
+    rows = [
+        "| notebook | " + " | ".join(name[:2] for name in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        "| full mode | " + " | ".join(_duration(notebooks[n]["wall_s"]) for n in names) + " |",
+        "| peak memory | " + " | ".join(f"{notebooks[n]['peak_rss_mib'] / 1024:.1f} GB" for n in names) + " |",
+        "| built there | " + " | ".join(", ".join(notebooks[n].get("built", [])) or "–" for n in names) + " |",
+    ]
+    lines = ["\n".join(rows)]
+    bench = results.get("benchmarks", {})
+    out = ["| benchmark | ours | reference or aim |", "|---|---|---|"]
+    if "shakespeare_char" in bench:
+        b = bench["shakespeare_char"]
+        est = b["val_loss_20_batch_estimates"]
+        out.append(f"| the course trainer on nanoGPT's CPU recipe (char-level tinyshakespeare, 4 layers × 128, "
+                   f"{b['steps']} steps) | validation loss {b['val_loss']} in {b['wall_s']:.0f} s; nanoGPT's "
+                   f"20-batch estimate of it {est['mean']} ± {est['std']} | ≈ {b['reference']['val_loss']} in "
+                   f"≈ {b['reference']['wall_s']:.0f} s (nanoGPT README, one 20-batch estimate) |")
+    if "kv_cache" in bench:
+        b = bench["kv_cache"]
+        out.append(f"| KV cache, {b['new_tokens']} new tokens with the base model | {b['speedup']}× faster than "
+                   f"no cache ({b['tokens_per_s_cached']:,.0f} against {b['tokens_per_s_uncached']:,.0f} tokens/s) "
+                   f"| aim ≥ {b['aim']:g}× |")
+    if "llama_cpp" in bench:
+        b = bench["llama_cpp"]
+        out.append(f"| llama.cpp on the exported GGUF against `llmlab` | {b['ratio']}× the tokens/s "
+                   f"({b['tokens_per_s_llama_cpp']:,.0f} against {b['tokens_per_s_llmlab']:,.0f}) | "
+                   f"aim ≥ {b['aim']:g}× |")
+    lines.append("The benchmarks `make bench` runs after the notebooks (figures from the same file):\n\n" + "\n".join(out))
+    return "\n\n".join(lines)
+
+
+def rewritten(readme: str, results: dict) -> str:
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md lacks the markers {START} ... {END}")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{tables(results)}\n{END}{tail}"
+
+
+def main() -> None:
+    readme, results = README.read_text(), json.loads(RESULTS.read_text())
+    new = rewritten(readme, results)
+    if "--check" in sys.argv:
+        if new != readme:
+            raise SystemExit("README.md's tables differ from bench/results.json: run python tools/readme_tables.py")
+        return
+    README.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
