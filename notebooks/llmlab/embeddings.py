@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab import artifacts, corpora
-from llmlab.checks import CourseError, check_positive_int, check_text
+from llmlab.checks import CourseError, check_number, check_positive_int, check_text
 
 # Lowercase words, keeping one inner apostrophe ("didn't", "o'er") so contractions stay one word.
 WORD_PATTERN = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -247,6 +247,23 @@ class Word2VecConfig:
     lr: float = 0.01
     corpus_fraction: float = 1.0
     seed: int = 1337
+
+    def __post_init__(self):
+        _check_sgns_settings(self)
+        check_positive_int("window", self.window, maximum=100)
+        check_positive_int("min_count", self.min_count)
+        check_number("noise_power", self.noise_power, minimum=0, maximum=1)
+        check_number("corpus_fraction", self.corpus_fraction, minimum=0, strict_minimum=True, maximum=1)
+
+
+def _check_sgns_settings(config) -> None:
+    """The settings word2vec and doc2vec share, checked where a config is made (a bad one fails at once)."""
+    check_positive_int("dim", config.dim, maximum=4096)
+    check_positive_int("negatives", config.negatives, maximum=1000)
+    check_number("subsample", config.subsample, minimum=0, strict_minimum=True, maximum=1)
+    check_positive_int("epochs", config.epochs, maximum=1000)
+    check_positive_int("batch_size", config.batch_size, maximum=1 << 20)
+    check_number("lr", config.lr, minimum=0, strict_minimum=True, maximum=10)
 
 
 def _stream(documents: list[Document], vocab: Vocabulary):
@@ -560,6 +577,9 @@ class Doc2VecConfig:
     batch_size: int = 4096
     lr: float = 0.01
     seed: int = 1337
+
+    def __post_init__(self):
+        _check_sgns_settings(self)
 
 
 def train_doc2vec(texts: list[str], vocab: Vocabulary, config: Doc2VecConfig, on_loss=None):

@@ -251,6 +251,24 @@ def test_attention_maps_are_rows_of_weights_or_a_refusal(gpt, ids):
                check)
 
 
+SGNS_FIELDS = dict(dim=SMALL_COUNT, window=SMALL_COUNT, negatives=SMALL_COUNT, min_count=SMALL_COUNT,
+                   subsample=ANYTHING, noise_power=ANYTHING, epochs=SMALL_COUNT, batch_size=SMALL_COUNT, lr=ANYTHING,
+                   corpus_fraction=ANYTHING)
+
+
+@SOME
+@given(fields=st.fixed_dictionaries({}, optional=SGNS_FIELDS))
+def test_word2vec_and_doc2vec_configs_are_valid_or_refused(fields):
+    def check(config):
+        assert config.dim >= 1 and config.epochs >= 1 and config.batch_size >= 1 and config.negatives >= 1
+        assert 0 < config.subsample <= 1 and 0 < config.lr and math.isfinite(config.lr)
+
+    refused_or(lambda: embeddings.Word2VecConfig(**fields), check)
+    doc_fields = {k: v for k, v in fields.items() if k in ("dim", "negatives", "subsample", "epochs", "batch_size",
+                                                           "lr")}
+    refused_or(lambda: embeddings.Doc2VecConfig(**doc_fields), check)
+
+
 # --- properties: the artifact cache ------------------------------------------------------------------------------
 
 @SOME
@@ -694,6 +712,15 @@ def test_a_loss_that_blows_up_stops_training_with_a_message():
                                   grad_clip=None, eval_interval=50)
     with pytest.raises(CourseError, match="training loss became .* smaller learning_rate"):
         training.train(model, data.batches(stream, 8, 4, pad_id=0), config, progress=False)
+
+
+def test_a_character_lm_whose_loss_blows_up_stops_with_a_message(char_models):
+    model, _ = char_models
+    torch.manual_seed(0)
+    lm = sequences.CharLM(len(model.vocab), hidden_size=8, kind="rnn", embed_size=8)
+    ids = model.encode(TEXT_SAMPLE * 3)
+    with pytest.raises(CourseError, match="training loss became .* smaller learning rate"):
+        sequences.train_char_lm(lm, ids, ids, steps=30, batch_size=4, length=16, lr=1e30, eval_every=30)
 
 
 def test_evaluate_with_nothing_to_score_refuses_instead_of_a_perfect_zero(gpt):
