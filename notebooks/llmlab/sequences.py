@@ -106,7 +106,10 @@ class CharLM(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int, kind: str = "rnn", embed_size: int = 64):
         super().__init__()
         if kind not in self.KINDS:
-            raise ValueError(f"kind must be one of {self.KINDS}, not {kind!r}")
+            raise CourseError(f"kind must be one of {self.KINDS}, not {kind!r:.60}")
+        check_positive_int("vocab_size", vocab_size)
+        check_positive_int("hidden_size", hidden_size, maximum=8192)
+        check_positive_int("embed_size", embed_size, maximum=8192)
         self.kind = kind
         self.embed = nn.Embedding(vocab_size, embed_size)
         if kind == "rnn":

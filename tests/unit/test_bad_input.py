@@ -175,6 +175,16 @@ def test_a_bigram_model_of_any_text_has_finite_probabilities(text, smoothing, pr
     refused_or(lambda: model.next_char_probs(probe), lambda probs: math.isclose(sum(probs.values()), 1, rel_tol=1e-4))
 
 
+@SOME
+@given(vocab_size=SMALL_COUNT, hidden_size=SMALL_COUNT, kind=st.one_of(st.sampled_from(["rnn", "lstm", "gru"]), TEXT))
+def test_a_character_lm_is_built_or_refused(vocab_size, hidden_size, kind):
+    def check(lm):
+        logits, _, _ = lm(torch.zeros(1, 3, dtype=torch.long))
+        assert logits.shape == (1, 3, vocab_size) and torch.isfinite(logits).all()
+
+    refused_or(lambda: sequences.CharLM(vocab_size, hidden_size, kind=kind, embed_size=4), check)
+
+
 @FEW
 @given(prefix=TEXT, length=SMALL_COUNT, temperature=st.one_of(st.sampled_from([0, 1e-30, 0.8, 50]), BAD_NUMBERS))
 def test_character_lm_sampler_writes_length_characters_or_refuses(char_models, prefix, length, temperature):
