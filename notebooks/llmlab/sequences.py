@@ -107,9 +107,12 @@ class CharLM(nn.Module):
         super().__init__()
         if kind not in self.KINDS:
             raise CourseError(f"kind must be one of {self.KINDS}, not {kind!r:.60}")
-        check_positive_int("vocab_size", vocab_size)
-        check_positive_int("hidden_size", hidden_size, maximum=8192)
-        check_positive_int("embed_size", embed_size, maximum=8192)
+        sizes = [check_positive_int(name, value) for name, value in
+                 (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("embed_size", embed_size))]
+        parameters = sizes[0] * (sizes[2] + sizes[1]) + 4 * sizes[1] * (sizes[2] + sizes[1])  # about, LSTM's
+        if parameters > 50_000_000:  # a typo (a vocab_size of 10**9) would fill the memory and kill the kernel
+            raise CourseError(f"a CharLM of vocab_size={vocab_size}, hidden_size={hidden_size}, embed_size="
+                              f"{embed_size} has about {parameters:,} parameters; at most 50,000,000 are built here")
         self.kind = kind
         self.embed = nn.Embedding(vocab_size, embed_size)
         if kind == "rnn":
