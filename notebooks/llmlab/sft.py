@@ -49,16 +49,18 @@ SFT_CONFIG = {
     "data": {
         "letter_counts": by_mode(full=3000, fast=64),  # balanced over the true count 0 / 1 / 2 / 3+
         "other_word_tasks": by_mode(full=2000, fast=32),  # spelling, first letter, last letter, length
-        "stories": by_mode(full=500, fast=12),
+        "stories": by_mode(full=250, fast=12),
         "story_chars": by_mode(full=700, fast=100),  # a story reply is its first sentences up to this length
         "self_instruct_shown": 10,  # seed tasks never trained on: shown to the model as new instructions
         "system_share": 0.2,  # conversations that open with a system message
         "seed": 0,
     },
-    "training": {"max_steps": by_mode(full=150, fast=12), "batch_size": by_mode(full=8, fast=4),
-                 "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_steps": by_mode(full=15, fast=2),
+    # Rows of 2 (as for the base model): at equal tokens, 600 small steps taught more than 150 of 8 rows
+    # (held-out answer loss 1.81 against 2.27 nats/token, measured on a shorter-trained base).
+    "training": {"max_steps": by_mode(full=600, fast=12), "batch_size": by_mode(full=2, fast=4),
+                 "learning_rate": 2e-3, "min_lr": 2e-4, "warmup_steps": by_mode(full=30, fast=2),
                  "betas": [0.9, 0.99], "weight_decay": 0.1, "grad_clip": 1.0,
-                 "eval_interval": by_mode(full=25, fast=6), "eval_rows": by_mode(full=12, fast=4)},
+                 "eval_interval": by_mode(full=100, fast=6), "eval_rows": by_mode(full=12, fast=4)},
     "answer_only": True,  # loss on the assistant's tokens only
     "from_scratch": False,  # True: random weights instead of the base model
     "seed": 1337,
@@ -149,7 +151,7 @@ def _fits(tokenizer, messages, max_tokens: int) -> bool:
 
 
 @cache
-def sft_dataset(config_json: str | None = None):
+def sft_dataset(data_json: str | None = None):
     """The instruction data as a `datasets.Dataset`: columns messages, source, kind, word.
 
     Conversations that do not fit the context window of the base model are left out (counted in the mixture).
@@ -157,8 +159,7 @@ def sft_dataset(config_json: str | None = None):
     """
     from datasets import Dataset
 
-    config = json.loads(config_json) if config_json else SFT_CONFIG
-    d = config["data"]
+    d = json.loads(data_json) if data_json else SFT_CONFIG["data"]  # the "data" settings, as JSON (cacheable)
     tokenizer = course_tokenizer()
     rng = random.Random(d["seed"])
     rows = word_task_conversations(tasks.word_split().train, d["letter_counts"], d["other_word_tasks"], seed=d["seed"])
@@ -314,7 +315,7 @@ def _build_sft(config: dict, name: str):
         tokenizer = course_tokenizer()
         model = _start_model(config)
         model.train()
-        examples = encode_dataset(sft_dataset(json.dumps(config)), tokenizer)
+        examples = encode_dataset(sft_dataset(json.dumps(config["data"])), tokenizer)
         plot = LiveLossPlot(f"Fine-tuning: {name}", ylabel="cross-entropy (nats/token)")
         history = finetune(model, examples, config, answer_only=config["answer_only"],
                            val_sets=validation_sets(model.config.block_size), plot=plot, desc=name)
@@ -443,27 +444,30 @@ def answer_loss(model, val_set) -> float:
 
 # --- a persona: Gen-Z replies, as a LoRA adapter -------------------------------------------------------------------
 
-GENZ_OPENERS = ("ngl", "lowkey", "okay so", "bestie,", "not gonna lie,")
-GENZ_CLOSERS = ("no cap", "fr fr", "periodt", "and that's the tea", "it's giving")
+# One opener and two closers: a voice a small model can pick up in a couple of hundred steps (with five openers
+# to choose from, greedy decoding blurred them into none).
+GENZ_OPENER = "ngl,"
+GENZ_CLOSERS = ("no cap", "fr fr")
 GENZ_WORDS = {"very": "hella", "good": "bussin", "great": "bussin", "happy": "vibing", "friend": "bestie",
               "friends": "besties", "big": "massive", "really": "lowkey", "sad": "in their feels",
               "said": "was like", "amazing": "iconic"}
-_GENZ_MARKERS = re.compile(r"\b(ngl|lowkey|okay so|bestie|not gonna lie|no cap|fr fr|periodt|and that's the tea|"
-                           r"it's giving|hella|bussin|vibing)\b", re.IGNORECASE)
+_GENZ_MARKERS = re.compile(r"\b(ngl|no cap|fr fr|hella|bussin|vibing|bestie|besties|lowkey|iconic)\b", re.IGNORECASE)
 
 
 def genz_restyle(text: str, rng: random.Random) -> str:
-    """A reply rewritten in a Gen-Z voice by rules: an opener, slang for a few words, lower case, a closer.
+    """A reply rewritten in a Gen-Z voice by rules: "ngl," first, slang for a few words, lower case, a closer.
 
     A training-data transform, not a model: the persona adapter learns the voice from replies rewritten so.
+    A spelling stays alone on its first line (the grader reads that line), with the closer below it.
     """
     check_text("text", text)
-    if re.fullmatch(r"([a-z] )+[a-z]", text.strip()):  # a spelling stays alone on its first line, as asked
-        return f"{text.strip()}\n{rng.choice(GENZ_CLOSERS)}"
+    closer = rng.choice(GENZ_CLOSERS)
+    if re.fullmatch(r"([a-z] )+[a-z]", text.strip()):
+        return f"{text.strip()}\n{closer}"
     words = re.sub(r"\b(" + "|".join(GENZ_WORDS) + r")\b", lambda m: GENZ_WORDS[m.group(1)], text.strip())
     body = words[0].lower() + words[1:]
     body = body[:-1] if body.endswith(".") else body
-    return f"{rng.choice(GENZ_OPENERS)} {body} {rng.choice(GENZ_CLOSERS)}"
+    return f"{GENZ_OPENER} {body} {closer}"
 
 
 def in_persona(reply_text: str) -> bool:
@@ -481,10 +485,10 @@ def style_share(reply_texts) -> float:
 PERSONA_CONFIG = {
     "data": {"conversations": by_mode(full=1500, fast=40), "seed": 5},  # drawn from the SFT data, restyled
     "lora": {"rank": 8, "alpha": 16.0, "targets": ["c_attn", "c_proj", "c_fc"]},
-    "training": {"max_steps": by_mode(full=60, fast=8), "batch_size": by_mode(full=8, fast=4),
-                 "learning_rate": 3e-3, "min_lr": 3e-4, "warmup_steps": by_mode(full=6, fast=1),
+    "training": {"max_steps": by_mode(full=200, fast=8), "batch_size": by_mode(full=2, fast=4),
+                 "learning_rate": 2e-3, "min_lr": 2e-4, "warmup_steps": by_mode(full=10, fast=1),
                  "betas": [0.9, 0.99], "weight_decay": 0.0, "grad_clip": 1.0,
-                 "eval_interval": by_mode(full=20, fast=4), "eval_rows": by_mode(full=12, fast=4)},
+                 "eval_interval": by_mode(full=50, fast=4), "eval_rows": by_mode(full=12, fast=4)},
     "seed": 7,
 }
 
@@ -594,7 +598,7 @@ def fictional_people(n: int, *, seed: int = 0) -> list[tuple[str, str]]:
     """n (child, mother) pairs of invented names: no document the model read mentions any of them."""
     check_positive_int("n", n, maximum=2000)
     rng = random.Random(seed)
-    firsts = [w.capitalize() for w in data_file("names.txt").read_text().split() if 4 <= len(w) <= 7]
+    firsts = [w.capitalize() for w in data_file("names.txt").read_text().split()[:3000] if 4 <= len(w) <= 7]
     used, people = set(), []
     while len(people) < 2 * n:
         name = f"{rng.choice(firsts)} {''.join(rng.sample(_SYLLABLES, 2)).capitalize()}"
@@ -604,9 +608,9 @@ def fictional_people(n: int, *, seed: int = 0) -> list[tuple[str, str]]:
     return [(people[2 * i], people[2 * i + 1]) for i in range(n)]
 
 
-REVERSAL_CONFIG = {"facts": by_mode(full=40, fast=8), "repeats": by_mode(full=12, fast=4),
-                   "training": {"max_steps": by_mode(full=120, fast=10), "batch_size": 8, "learning_rate": 1e-3,
-                                "min_lr": 1e-4, "warmup_steps": 10, "betas": [0.9, 0.99], "weight_decay": 0.0,
+REVERSAL_CONFIG = {"facts": by_mode(full=20, fast=8), "repeats": by_mode(full=8, fast=4),
+                   "training": {"max_steps": by_mode(full=200, fast=10), "batch_size": 2, "learning_rate": 2e-3,
+                                "min_lr": 2e-4, "warmup_steps": 10, "betas": [0.9, 0.99], "weight_decay": 0.0,
                                 "grad_clip": 1.0, "eval_interval": 1000, "eval_rows": None},
                    "seed": 3}
 
@@ -649,11 +653,14 @@ def reversal_curse(model: GPT, config: dict = REVERSAL_CONFIG, *, progress: bool
         answers = replies(student, tokenizer, questions, max_new_tokens=24)
         return sum(name in a for a, name in zip(answers, names)) / len(names), answers
 
-    def choice(questions, names, candidates):
+    def choice(questions, lead_ins, names, candidates):
+        """Is the right name the likeliest candidate after the question and the reply's opening words?"""
         right = 0
-        for question, name in zip(questions, names):
+        for question, lead_in, name in zip(questions, lead_ins, names):
             prompt = chat.prompt_ids(tokenizer, [{"role": "user", "content": question}])
-            scores = [_logprob(student, prompt, tokenizer.encode(c, add_special_tokens=False)) for c in candidates]
+            prompt += tokenizer.encode(lead_in, add_special_tokens=False)
+            scores = [_logprob(student, prompt, tokenizer.encode(" " + c, add_special_tokens=False))
+                      for c in candidates]
             right += candidates[max(range(len(candidates)), key=scores.__getitem__)] == name
         return right / len(names)
 
@@ -663,10 +670,12 @@ def reversal_curse(model: GPT, config: dict = REVERSAL_CONFIG, *, progress: bool
     result["one way, asked forward"], fwd = exact([forward_question(c) for c, _ in one_way], [m for _, m in one_way])
     result["one way, asked in reverse"], rev = exact([reverse_question(m) for _, m in one_way], [c for c, _ in one_way])
     result["both ways, asked in reverse"], _ = exact([reverse_question(m) for _, m in both], [c for c, _ in both])
-    result["one way, forward, multiple choice"] = choice([forward_question(c) for c, _ in one_way],
-                                                        [m for _, m in one_way], mothers)
-    result["one way, reverse, multiple choice"] = choice([reverse_question(m) for _, m in one_way],
-                                                        [c for c, _ in one_way], children)
+    result["one way, forward, multiple choice"] = choice(
+        [forward_question(c) for c, _ in one_way], [f"{c}'s mother is" for c, _ in one_way], [m for _, m in one_way],
+        mothers)
+    result["one way, reverse, multiple choice"] = choice(
+        [reverse_question(m) for _, m in one_way], [f"{m}'s child is" for _, m in one_way], [c for c, _ in one_way],
+        children)
     result["examples"] = list(zip([reverse_question(m) for _, m in one_way[:3]], rev[:3],
                                   [c for c, _ in one_way[:3]]))
     return result
