@@ -49,9 +49,11 @@ class Document:
 def course_documents(fraction: float = 1.0) -> list[Document]:
     """The course corpora as documents of words: TinyStories stories, Shakespeare's speeches, US speeches.
 
-    Windows never cross a document boundary. `fraction` keeps the first part of each corpus (fast mode).
+    The stories are the validation sample and the 2 MiB head of the train split (a word needs to be seen in more
+    than one story before its vector says more than that story). Windows never cross a document boundary.
+    `fraction` keeps the first part of each corpus (fast mode).
     """
-    stories = corpora.tinystories()
+    stories = corpora.tinystories() + corpora.tinystories_train()
     scenes = [s for s in re.split(r"\n\s*\n", corpora.shakespeare()) if s.strip()]
     addresses = [s.text for s in corpora.speeches()]
     documents = []
