@@ -560,7 +560,9 @@ def persona_history() -> tuple[History, dict]:
 
 # --- merging -------------------------------------------------------------------------------------------------------
 
-MERGE_WEIGHT = 0.5  # the persona's share in the "merged" artifact
+# The persona's share in the "merged" artifact: between 0.5 (where the voice was still absent) and 0.75 (where
+# every reply had it) in the sweep of notebook 08.
+MERGE_WEIGHT = 0.625
 
 
 def linear_merge(a: GPT, b: GPT, weight: float) -> GPT:
