@@ -19,6 +19,11 @@ $(READY): environment.yml
 	awk '/^  - pip:/{p=1;next} p&&/^ +- /{sub(/^ +- /,"");print}' environment.yml > $(VENV)/requirements.txt
 	@echo "Installing the course's packages (llama-cpp-python compiles from source: about 5 minutes)..."
 	$(BIN)/python -m pip install --requirement $(VENV)/requirements.txt
+	@# JupyterLab 4.6 sends widget messages over kernel subshells, on another thread than the cell's: matplotlib
+	@# then draws blank or half-drawn charts when two controls move at once (make test-browser shows it). Off here.
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	echo '{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "disabled"}}' \
+		> $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(READY)
 
 # (--allow-root only where you are root, as in a container: JupyterLab refuses to start otherwise.)
