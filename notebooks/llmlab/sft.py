@@ -373,6 +373,10 @@ def replies(model, tokenizer, prompts, *, max_new_tokens: int = 40, temperature:
     Greedy by default. A reply ends at <|end|>; its text is decoded without special tokens.
     """
     check_positive_int("batch_size", batch_size)
+    check_positive_int("max_new_tokens", max_new_tokens, maximum=10_000)
+    if isinstance(prompts, (str, dict)) or not isinstance(prompts, (list, tuple)) or not prompts:
+        raise CourseError("replies takes a non-empty list of prompts (for one prompt: reply(model, tokenizer, "
+                          f"prompt)), not {type(prompts).__name__}")
     # the prompt keeps room for the reply, but may take half the window (a reply then stops at the window's end)
     window = max(model.config.block_size - max_new_tokens, model.config.block_size // 2)
     ids = [chat.prompt_ids(tokenizer, _as_messages(p), max_tokens=window) for p in prompts]

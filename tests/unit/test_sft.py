@@ -176,3 +176,16 @@ def test_chat_export_to_gguf_replies_as_llmlab_in_llama_cpp(chat_model, tokenize
     finally:
         llm.close()
     assert sft.llama_cpp_chat_reply(path, QUESTION, max_tokens=30) == tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_replies_refuses_a_single_string_and_bad_sizes():
+    from llmlab import sft
+    from llmlab.checks import CourseError
+    from llmlab.gpt import GPT, GPTConfig
+    from llmlab.tokenizer import course_tokenizer
+
+    tokenizer = course_tokenizer()
+    model = GPT(GPTConfig(vocab_size=len(tokenizer), block_size=64, n_layer=1, n_head=1, n_embd=8))
+    for prompts, n in [("How many?", 5), ([], 5), (["How many?"], None), (["How many?"], 0)]:
+        with pytest.raises(CourseError):
+            sft.replies(model, tokenizer, prompts, max_new_tokens=n)
