@@ -128,14 +128,20 @@ class LetterCount(WordTask):
 
 
 @dataclass(frozen=True)
-class Spelling(WordTask):
-    """Spell the word letter by letter."""
+class OneWordTask(WordTask):
+    """A question about a word alone (its letters, its length): the word is checked once, here."""
 
     word: str
-    kind = "spelling"
 
     def __post_init__(self):
         object.__setattr__(self, "word", _check_word(self.word))
+
+
+@dataclass(frozen=True)
+class Spelling(OneWordTask):
+    """Spell the word letter by letter."""
+
+    kind = "spelling"
 
     @property
     def question(self) -> str:
@@ -156,12 +162,8 @@ class Spelling(WordTask):
 
 
 @dataclass(frozen=True)
-class FirstLetter(WordTask):
-    word: str
+class FirstLetter(OneWordTask):
     kind = "first letter"
-
-    def __post_init__(self):
-        object.__setattr__(self, "word", _check_word(self.word))
 
     @property
     def question(self) -> str:
@@ -202,12 +204,8 @@ class LastLetter(FirstLetter):
 
 
 @dataclass(frozen=True)
-class WordLength(WordTask):
-    word: str
+class WordLength(OneWordTask):
     kind = "word length"
-
-    def __post_init__(self):
-        object.__setattr__(self, "word", _check_word(self.word))
 
     @property
     def question(self) -> str:
