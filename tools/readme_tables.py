@@ -27,7 +27,8 @@ def tables(results: dict) -> str:
         "| peak memory | " + " | ".join(f"{notebooks[n]['peak_rss_mib'] / 1024:.1f} GB" for n in names) + " |",
         "| built there | " + " | ".join(", ".join(notebooks[n].get("built", [])) or "–" for n in names) + " |",
     ]
-    lines = ["\n".join(rows)]
+    caches = sorted({notebooks[n].get("cache", "empty at the start of the run") for n in names})
+    lines = [f"Artifact cache in this run: {'; '.join(caches)}.", "\n".join(rows)]
     bench = results.get("benchmarks", {})
     out = ["| benchmark | ours | reference or aim |", "|---|---|---|"]
     if "shakespeare_char" in bench:
