@@ -1,6 +1,6 @@
 """The course's base model: a small GPT pretrained on a mixture of the course corpora (artifact "base").
 
-    model = base_model()        # from the cache in a second, or pretrained once (about 6-7 minutes on 2 CPU cores)
+    model = base_model()        # from the cache in a second, or pretrained once (about 7 minutes on 2 CPU cores)
 
 The recipe is BASE_CONFIG: the data mixture (sources and sampling proportions), the model's shape and the
 training settings. The artifact folder holds the final weights (model.safetensors + config.json), a few
@@ -27,7 +27,7 @@ from llmlab.training import History, TrainConfig, load_model, save_model, train
 
 ARTIFACT_NAME = "base"
 
-# Every setting the base model depends on. Sizes are picked so the full build takes about 6-7 minutes on a
+# Every setting the base model depends on. Sizes are picked so the full build takes about 7 minutes on a
 # 2-core laptop CPU (3.4 M tokens at about 8-9 k tokens/s): the cost of a model that writes little stories,
 # paid once per machine (the cache keeps it). Fast mode is a toy that trains in seconds.
 # Measured side by side at equal wall time (2 threads each): 90% TinyStories instead of 65% took the TinyStories
