@@ -324,11 +324,6 @@ def letter_count_questions(words, n: int, *, seed: int = 0) -> list[LetterCount]
     return questions
 
 
-def letter_count_examples(words, n: int, *, seed: int = 0) -> list[LetterCount]:
-    """Balanced letter-count questions (kept under its earlier name for notebook 07)."""
-    return letter_count_questions(words, n, seed=seed)
-
-
 def task_questions(words, n: int, *, kinds=tuple(TASK_KINDS), seed: int = 0) -> list[WordTask]:
     """n questions over words, cycling through the task kinds; letter counts balanced over the true count."""
     check_positive_int("n", n)
