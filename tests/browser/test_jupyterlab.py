@@ -218,9 +218,14 @@ def _open_and_run_all(driver, base, token):
 
 
 def _output_text(cell):
-    from selenium.webdriver.common.by import By
+    """The text of a cell's outputs, read in one step in the page.
 
-    return " ".join(e.text for e in cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+    An output being redrawn is replaced in the page: reading its elements one by one from Python can meet one
+    that is already gone (StaleElementReferenceException), so the browser joins the text itself.
+    """
+    return cell.parent.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('.jp-OutputArea-output'))"
+        ".map(e => e.innerText).join(' ');", cell)
 
 
 class _Chart:
