@@ -3,8 +3,8 @@
 A `Pattern` is a short list of pieces, each either fixed text (`Literal`) or a run of characters from a set
 (`Chars`, with a least and a most). Two patterns serve the course:
 
-    NUMBER              one or two digits                             "3"
-    NUMBER_IN_SENTENCE  "There are " and one or two digits            "There are 3"
+    NUMBER              one digit                                     "3"
+    NUMBER_IN_SENTENCE  "There are " and one digit                    "There are 3"
     JSON_ANSWER         {"word": "<a-z>", "letter": "<a-z>", "count": <a digit>}
 
 Two engines run the same pattern:
@@ -117,11 +117,13 @@ class Pattern:
         return "".join(p.text if isinstance(p, Literal) else p.allowed[0] * max(p.least, 1) for p in self.pieces)
 
 
-NUMBER = Pattern(Chars(DIGITS, 1, 2))
+# One digit: no word of the course's dictionary (at most 12 letters) holds a letter ten times. With two digits
+# allowed, a model that wants to go on after "There are 2" (with " 'r's") is offered only a digit or the end,
+# and writes "00" for strawberry (measured on the SFT model).
+NUMBER = Pattern(Chars(DIGITS, 1, 1))
 # the number inside the sentence the SFT data taught ("There are 3 'r's in ..."), cut after the number
-NUMBER_IN_SENTENCE = Pattern(Literal("There are "), Chars(DIGITS, 1, 2))
-# The count is one digit: JSON forbids a leading zero ("05" does not parse), and no word of the course's
-# dictionary (at most 12 letters) holds a letter ten times.
+NUMBER_IN_SENTENCE = Pattern(Literal("There are "), Chars(DIGITS, 1, 1))
+# The count is one digit here too, and JSON forbids a leading zero ("05" does not parse).
 JSON_ANSWER = Pattern(Literal('{"word": "'), Chars(LOWERCASE, 1, 40), Literal('", "letter": "'),
                       Chars(LOWERCASE, 1, 1), Literal('", "count": '), Chars(DIGITS, 1, 1), Literal("}"))
 

@@ -139,6 +139,32 @@ def bigram_answers(model, prompts, *, temperature: float = 0.0, generator=None, 
     return Replies([t.strip().split("\n")[0] for t in texts], [max_new_tokens] * len(prompts))
 
 
+BEST_OF_N = 8  # answers sampled per question for best-of-n (notebook 09 measures n = 1 ... 16)
+
+
+def best_of_n_answers(model, prompts, *, temperature: float = 0.0, generator=None,
+                      max_new_tokens: int = CHAT_MAX_TOKENS, n: int = BEST_OF_N) -> Replies:
+    """Notebook 09's best-of-n: n answers sampled from the SFT model (temperature 1), the one the reward model
+    scores highest. model is (policy, reward model). Always sampled: temperature is not used (greedy would give n
+    identical answers). Tokens count all n samples (each re-encoded, plus its stop token)."""
+    from llmlab import reward
+
+    policy, rm = model
+    tokenizer = course_tokenizer()
+    generator = generator or torch.Generator().manual_seed(0)
+    samples = reward.sample_answers(policy, tokenizer, prompts, n, temperature=1.0, max_new_tokens=max_new_tokens,
+                                    generator=generator)
+    best, _ = reward.pick_best(rm, prompts, samples)
+    tokens = [sum(len(tokenizer.encode(s, add_special_tokens=False)) + 1 for s in group) for group in samples]
+    return Replies(best, tokens)
+
+
+def _best_of_n_models():
+    from llmlab import reward
+
+    return sft.sft_model(), reward.reward_model()
+
+
 # --- the lineup ------------------------------------------------------------------------------------------------
 
 LINEUP: dict[str, Contender] = {}
@@ -167,6 +193,7 @@ register("base, few-shot", "base", "07", _base, few_shot_answers, max_new_tokens
 register("SFT", "instruct", "08", _sft("sft"))
 register("persona", "persona & merge", "08", _sft("persona"))
 register("merged", "persona & merge", "08", _sft("merged"))
+register(f"best-of-{BEST_OF_N}", "aligned", "09", _best_of_n_models, best_of_n_answers, chat=False)
 
 ERAS = ("n-grams", "base", "instruct", "persona & merge", "aligned", "reasoning")
 
@@ -189,7 +216,8 @@ def ask(entry: Contender, model, prompts, *, temperature: float = 0.0, generator
 
 def lineup_row(entry: Contender, model, questions, *, samples: int = SAMPLES, seed: int = 0) -> dict:
     """One row of the table: the strawberry answer (greedy, and the share right over `samples` samples), held-out
-    accuracy, mean tokens per answer and seconds per answer (the held-out batch, timed)."""
+    accuracy, mean tokens per answer and seconds per answer (the held-out batch, timed); "answers" holds the
+    held-out answers themselves (for the leaderboard)."""
     check_positive_int("samples", samples, maximum=1000)
     greedy = ask(entry, model, [tasks.STRAWBERRY.question]).texts[0]
     generator = torch.Generator().manual_seed(seed)
@@ -198,7 +226,7 @@ def lineup_row(entry: Contender, model, questions, *, samples: int = SAMPLES, se
     start = time.perf_counter()
     replies = ask(entry, model, [q.question for q in questions])
     seconds = time.perf_counter() - start
-    return {"model": entry.name, "era": entry.era, "notebook": entry.notebook,
+    return {"model": entry.name, "era": entry.era, "notebook": entry.notebook, "answers": replies.texts,
             "strawberry (greedy)": greedy, "greedy right": tasks.STRAWBERRY.grade(greedy),
             f"right of {samples} samples": sum(map(tasks.STRAWBERRY.grade, sampled)) / samples,
             "held-out accuracy": tasks.accuracy(questions, replies.texts),
