@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from llmlab.checks import CourseError, check_number, check_positive_int
 
@@ -278,6 +279,49 @@ def arena(answers: dict, prompts, judge: Judge, *, models=None, k: float = 4.0, 
     table.attrs["judge"] = getattr(judge, "name", "judge")
     table.attrs["battles"] = battles
     return table
+
+
+# --- the course's contestants ------------------------------------------------------------------------------------
+
+CONTESTANTS = ("bigram", "base", "sft", "persona", "merged", "best-of-n")
+
+
+def course_answers(names, prompts, *, rm=None, n: int = 16, max_new_tokens: int = 40, seed: int = 0) -> dict:
+    """Answers of the course's models to the same prompts (questions as text), by name:
+
+        bigram     notebook 00's character bigram of Shakespeare, continuing the question (60 characters)
+        base       notebook 06's base model, given the chat template (greedy)
+        sft, persona, merged   notebook 08's models (greedy)
+        best-of-n  n sampled SFT answers, the one the reward model rm scores highest (named "best-of-<n>")
+
+    An unknown name is refused with the names there are. Notebook 12 adds its own models to the dict.
+    """
+    from llmlab import bigram, corpora, reward, sft
+    from llmlab.pretraining import base_model
+    from llmlab.tokenizer import course_tokenizer
+
+    unknown = [m for m in names if m not in CONTESTANTS]
+    if unknown:
+        raise CourseError(f"unknown model {unknown[0]!r} on the leaderboard; the course's models are {list(CONTESTANTS)}")
+    if "best-of-n" in names and rm is None:
+        raise CourseError("best-of-n needs the reward model: pass rm=reward.reward_model()")
+    prompts = [str(p) for p in prompts]
+    tokenizer = course_tokenizer()
+    models = {"base": base_model, "sft": sft.sft_model, "persona": sft.persona_model, "merged": sft.merged_model}
+    answers = {}
+    for name in names:
+        if name == "bigram":
+            text = corpora.shakespeare()
+            model = bigram.CharBigram(text[:int(0.9 * len(text))])  # notebook 00's split
+            known = [''.join(c for c in p if c in model.index) or "\n" for p in prompts]
+            answers[name] = [model.complete(p, 60, seed=seed + i)[len(p):] for i, p in enumerate(known)]
+        elif name == "best-of-n":
+            generator = torch.Generator().manual_seed(seed)
+            answers[f"best-of-{n}"] = reward.best_of_n(sft.sft_model(), tokenizer, rm, prompts, n,
+                                                      max_new_tokens=max_new_tokens, generator=generator)
+        else:
+            answers[name] = sft.replies(models[name](), tokenizer, prompts, max_new_tokens=max_new_tokens)
+    return answers
 
 
 # --- a league whose strengths are known (for tests and the notebook's check) -----------------------------------------

@@ -33,7 +33,7 @@ from llmlab import artifacts, chat, tasks
 from llmlab.checks import CourseError, check_number, check_positive_int
 from llmlab.generation import repeated_ngram_fraction
 from llmlab.gpt import GPT, GPTConfig, padded_positions_and_mask
-from llmlab.progress import progress_bar
+from llmlab.progress import headless, progress_bar
 from llmlab.runtime import by_mode, seed_everything
 from llmlab.training import clip_gradients, learning_rate
 
@@ -496,9 +496,25 @@ REWARD_CONFIG = {
     # batch_size counts prompts, each with all its pairs (up to 15)
     "training": {"epochs": 1, "batch_size": 8, "learning_rate": 3e-4, "min_lr": 3e-5,
                  "warmup_steps": by_mode(full=10, fast=1), "weight_decay": 0.0, "grad_clip": 1.0,
-                 "eval_interval": by_mode(full=25, fast=2)},
+                 "eval_interval": by_mode(full=16, fast=2)},
     "seed": 11,
 }
+
+
+def correctness_pairs(dataset):
+    """The word-task pairs with exactly one right answer, relabeled by the grader alone (the right one chosen):
+    what a reward model would learn from labels about correctness and nothing else."""
+    from datasets import Dataset
+
+    rows = []
+    for row in dataset:
+        if row["chosen_correct"] < 0 or row["chosen_correct"] == row["rejected_correct"]:
+            continue
+        if row["chosen_correct"] == 0:
+            row = {**row, "chosen": row["rejected"], "rejected": row["chosen"], "chosen_correct": 1,
+                   "rejected_correct": 0, "length_difference": -row["length_difference"]}
+        rows.append(row)
+    return Dataset.from_list(rows) if rows else Dataset.from_dict({c: [] for c in dataset.column_names})
 
 
 def pair_scores(rm: RewardModel, dataset, *, report: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -526,6 +542,9 @@ def train_reward_model(rm: RewardModel, train_pairs, test_pairs, config: dict = 
     with K answers gives up to K(K-1)/2 pairs for the cost of K forward passes, and the model never sees one
     answer in many batches of an epoch (which made InstructGPT's reward model overfit).
     """
+    if not len(train_pairs) or not len(test_pairs):
+        raise CourseError(f"training a reward model needs training and held-out pairs (got {len(train_pairs)} and "
+                          f"{len(test_pairs)})")
     seed_everything(config["seed"])
     t = config["training"]
     by_prompt: dict[str, list[tuple[str, str]]] = {}
@@ -724,13 +743,135 @@ def best_of_n(policy, tokenizer, rm: RewardModel, prompts, n: int, *, temperatur
 
 
 def best_of_n_curve(questions, samples: list[list[str]], scores: torch.Tensor, ns) -> list[dict]:
-    """Held-out accuracy of best-of-n for each n, using the first n samples of each question:
-    picked by the reward model ("reward model"), and by the exact grader ("grader": right if any of the n is)."""
+    """Held-out accuracy of best-of-n for each n, from N >= n samples per question, averaged exactly over every
+    subset of n of them (by counting, not by drawing): picked by the reward model ("reward model": the
+    top-scored of the n; ties go to the earlier sample), and by the exact grader ("grader": right if any of the
+    n is right, the unbiased pass@n). n = 1 is the accuracy of one sample, on average."""
+    from math import comb
+
     rows = []
+    n_samples = len(samples[0])
     for n in ns:
-        check_positive_int("n", n, maximum=len(samples[0]))
-        by_rm = [s[int(scores[i, :n].argmax())] for i, s in enumerate(samples)]
-        by_grader = [next((c for c in s[:n] if q.grade(c)), s[0]) for q, s in zip(questions, samples)]
-        rows.append({"n": n, "reward model": tasks.accuracy(questions, by_rm),
-                     "grader": tasks.accuracy(questions, by_grader)})
+        check_positive_int("n", n, maximum=n_samples)
+        by_rm, by_grader = 0.0, 0.0
+        for q, answers, row in zip(questions, samples, scores.tolist()):
+            right = [q.grade(a) for a in answers]
+            by_grader += 1 - comb(n_samples - sum(right), n) / comb(n_samples, n)
+            for j, ok in enumerate(right):
+                if ok:  # j is picked when it is in the subset and every other member scores below it
+                    below = sum(row[k] < row[j] or (row[k] == row[j] and k > j) for k in range(n_samples))
+                    by_rm += comb(below, n - 1) / comb(n_samples, n)
+        rows.append({"n": n, "reward model": by_rm / len(questions), "grader": by_grader / len(questions)})
     return rows
+
+
+# --- probing the bias ---------------------------------------------------------------------------------------------
+
+PADDING = " I hope this helps, and I checked every letter of the word very carefully for you."
+
+
+def bias_probe(rm: RewardModel, prompts, answers, *, seed: int = 0):
+    """The same answers three ways: as they are, padded with a sentence that adds nothing (PADDING), and
+    restyled in the persona's voice (`sft.genz_restyle`). A DataFrame of the three rewards per answer.
+
+    A reward model that judged content alone would move neither; how far the padded column moves is the
+    size of the length taste it learned from its labelers.
+    """
+    import pandas as pd
+
+    from llmlab.sft import genz_restyle
+
+    rng = random.Random(seed)
+    prompts, answers = list(prompts), [a.strip() for a in answers]
+    kept = [(p, a) for p, a in zip(prompts, answers) if a]
+    if not kept:
+        raise CourseError("bias_probe needs at least one non-empty answer")
+    prompts, answers = [p for p, _ in kept], [a for _, a in kept]
+    padded = [a.rstrip(".") + "." + PADDING for a in answers]
+    restyled = [genz_restyle(a, rng) for a in answers]
+    n = len(answers)
+    scores = rm.score(prompts * 3, answers + padded + restyled)
+    return pd.DataFrame({"prompt": prompts, "answer": answers, "original": scores[:n].numpy(),
+                         "padded": scores[n:2 * n].numpy(), "restyled": scores[2 * n:].numpy()})
+
+
+# --- labeling by hand ---------------------------------------------------------------------------------------------
+
+class LabelingSession:
+    """Pairs for a person to label, one at a time, and how often the person agrees with a coded labeler.
+
+    Each pair is shown as (prompt, A, B) with the two answers in a fixed random order, so the chosen answer is
+    not always A.
+    """
+
+    def __init__(self, pairs, labeler: Labeler, *, seed: int = 0):
+        rng = random.Random(seed)
+        self.items = []
+        for row in pairs:
+            a, b = (row["chosen"], row["rejected"]) if rng.random() < 0.5 else (row["rejected"], row["chosen"])
+            self.items.append({"prompt": row["prompt"], "A": a, "B": b})
+        if not self.items:
+            raise CourseError("a labeling session needs at least one pair")
+        self.labeler = labeler
+        self.choices: list[int] = []  # the person's: 0 = A, 1 = B
+
+    @property
+    def current(self) -> dict | None:
+        return self.items[len(self.choices)] if len(self.choices) < len(self.items) else None
+
+    def choose(self, choice) -> None:
+        if choice not in (0, 1, "A", "B"):
+            raise CourseError(f"choose 'A' (or 0) or 'B' (or 1), not {choice!r}")
+        if self.current is None:
+            raise CourseError("every pair of this session is labeled")
+        self.choices.append(0 if choice in (0, "A") else 1)
+
+    def coded(self) -> list[int]:
+        """The coded labeler's choices on the pairs labeled so far."""
+        return [self.labeler.prefer(i["prompt"], i["A"], i["B"]) for i in self.items[:len(self.choices)]]
+
+    def summary(self) -> str:
+        if not self.choices:
+            return f"0 of {len(self.items)} pairs labeled yet: pick the better answer above."
+        agree = agreement(self.choices, self.coded())
+        return (f"{len(self.choices)} of {len(self.items)} pairs labeled; you agreed with the coded labeler on "
+                f"{agree:.0%} of them (two coded labelers agree on about 75%).")
+
+
+def labeling_widget(session: LabelingSession):
+    """Two answers side by side and a button for each; the agreement line updates after every click."""
+    import html
+
+    import ipywidgets as w
+    from IPython.display import display
+
+    view, status = w.HTML(), w.HTML()
+    buttons = [w.Button(description=f"{side} is better", button_style="info") for side in ("A", "B")]
+
+    def draw():
+        item = session.current
+        if item is None:
+            view.value = "<b>All pairs labeled.</b>"
+            for b in buttons:
+                b.disabled = True
+        else:
+            box = "<div style='flex:1;border:1px solid #ccc;padding:6px;margin:3px;white-space:pre-wrap'>"
+            view.value = (f"<b>Request:</b> {html.escape(user_text(item['prompt']))}<div style='display:flex'>"
+                          f"{box}<b>A</b><br>{html.escape(item['A'])}</div>{box}<b>B</b><br>"
+                          f"{html.escape(item['B'])}</div></div>")
+        status.value = html.escape(session.summary())
+
+    def on_click(side):
+        def handler(_):
+            session.choose(side)
+            draw()
+        return handler
+
+    for button, side in zip(buttons, "AB"):
+        button.on_click(on_click(side))
+    draw()
+    display(w.VBox([view, w.HBox(buttons), status]))
+    if headless() and session.current is not None:  # a saved notebook keeps no widget: the first pair as text
+        item = session.current
+        print(f"Request: {user_text(item['prompt'])}\n  A: {item['A']!r}\n  B: {item['B']!r}\n{session.summary()}")
+    return session

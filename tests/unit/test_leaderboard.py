@@ -123,3 +123,15 @@ def test_the_elo_exercise_checker_accepts_the_update_and_rejects_a_wrong_one(cap
     assert leaderboard.check_elo_update(right)
     assert not leaderboard.check_elo_update(wrong)
     assert "✗" in capsys.readouterr().out
+
+
+def test_course_answers_knows_the_course_models_and_refuses_others():
+    questions = tasks.heldout_questions(3)
+    prompts = [q.question for q in questions]
+    answers = leaderboard.course_answers(["bigram", "sft"], prompts)
+    assert set(answers) == {"bigram", "sft"} and all(len(a) == 3 for a in answers.values())
+    assert all(isinstance(a, str) for a in answers["bigram"])
+    with pytest.raises(CourseError, match="unknown model 'gpt-5'"):
+        leaderboard.course_answers(["gpt-5"], prompts)
+    with pytest.raises(CourseError, match="reward model"):
+        leaderboard.course_answers(["best-of-n"], prompts)

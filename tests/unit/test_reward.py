@@ -158,8 +158,11 @@ def test_best_of_n_curve_by_hand():
     samples = [["2", "1", "3", "1"], ["5", "4", "0", "2"]]
     scores = torch.tensor([[0.0, 1.0, 2.0, 0.5], [3.0, 0.0, 1.0, 4.0]])
     rows = reward.best_of_n_curve(questions, samples, scores, [1, 2, 4])
-    assert [r["grader"] for r in rows] == [0.0, 0.5, 1.0]  # any right among the first n
-    assert [r["reward model"] for r in rows] == [0.0, 0.5, 0.0]  # the top-scored of the first n
+    # the grader: any right among n (pass@n); question 1 has 2 right of 4, question 2 has 1 right of 4
+    assert [r["grader"] for r in rows] == pytest.approx([(2 / 4 + 1 / 4) / 2, ((1 - 1 / 6) + (1 - 3 / 6)) / 2, 1.0])
+    # the reward model: the top-scored of n. Question 1: its right answers (scores 1 and 0.5) beat 2 and 1 others;
+    # question 2: its right answer (score 1) beats 1 other. A pair {j, k} is 1 of the 6 pairs of 4.
+    assert [r["reward model"] for r in rows] == pytest.approx([(2 / 4 + 1 / 4) / 2, ((2 + 1) / 6 + 1 / 6) / 2, 0.0])
 
 
 def test_best_of_n_returns_one_answer_per_prompt(rm, tokenizer):
@@ -171,3 +174,40 @@ def test_best_of_n_returns_one_answer_per_prompt(rm, tokenizer):
     assert len(best) == 3 and scores.shape == (3, 4)
     assert all(b == s[int(row.argmax())] for b, s, row in zip(best, samples, scores))
     assert len(reward.best_of_n(model, tokenizer, rm, prompts, 2, max_new_tokens=12)) == 3
+
+
+def test_correctness_pairs_keep_one_right_answer_and_put_it_first(pairs):
+    clean = reward.correctness_pairs(pairs["train"])
+    assert len(clean) == sum(c >= 0 and c != r for c, r in zip(pairs["train"]["chosen_correct"],
+                                                                pairs["train"]["rejected_correct"]))
+    for row in clean:
+        task = reward.task_of(row["prompt"])
+        assert task.grade(row["chosen"]) and not task.grade(row["rejected"])
+
+
+def test_a_labeling_session_counts_agreement_with_the_coded_labeler():
+    labeler = reward.Labeler(disagreement=0.0, length_bias=0.0)
+    rows = [{"prompt": Q.question, "chosen": Q.answer_text, "rejected": f"There are {n} 'r's in \"scrub\"."}
+            for n in (0, 2, 3, 4)]
+    session = reward.LabelingSession(rows, labeler, seed=1)
+    assert "0 of 4" in session.summary()
+    for item in session.items[:3]:  # the person picks the right answer on three pairs
+        session.choose("A" if item["A"] == Q.answer_text else "B")
+    item = session.items[3]
+    session.choose("B" if item["A"] == Q.answer_text else "A")  # and the wrong one on the last
+    assert session.coded() == [0 if i["A"] == Q.answer_text else 1 for i in session.items]
+    assert "4 of 4 pairs labeled" in session.summary() and "75%" in session.summary()
+    assert session.current is None
+    with pytest.raises(CourseError, match="every pair"):
+        session.choose("A")
+    with pytest.raises(CourseError, match="choose 'A'"):
+        reward.LabelingSession(rows, labeler).choose("C")
+    assert {i["A"] == Q.answer_text for i in reward.LabelingSession(rows * 5, labeler).items} == {True, False}
+
+
+def test_the_bias_probe_pads_and_restyles_the_same_answers(rm):
+    probe = reward.bias_probe(rm, [Q.question, Q.question], [Q.answer_text, "  "])
+    assert list(probe["answer"]) == [Q.answer_text]  # the empty answer is left out
+    padded = rm.score([Q.question], [Q.answer_text.rstrip(".") + "." + reward.PADDING])
+    assert probe["padded"][0] == pytest.approx(float(padded[0]), abs=1e-5)
+    assert probe["original"][0] == pytest.approx(float(rm.score([Q.question], [Q.answer_text])[0]), abs=1e-5)
