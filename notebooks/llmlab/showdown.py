@@ -181,6 +181,12 @@ def _sft(name):
     return load
 
 
+def _rlhf():
+    from llmlab import rlhf
+
+    return rlhf
+
+
 def _base():
     from llmlab.pretraining import base_model
 
@@ -194,6 +200,8 @@ register("SFT", "instruct", "08", _sft("sft"))
 register("persona", "persona & merge", "08", _sft("persona"))
 register("merged", "persona & merge", "08", _sft("merged"))
 register(f"best-of-{BEST_OF_N}", "aligned", "09", _best_of_n_models, best_of_n_answers, chat=False)
+register("RLHF", "aligned", "10", lambda: _rlhf().rlhf_model())
+register("DPO", "aligned", "10", lambda: _rlhf().dpo_model())
 
 ERAS = ("n-grams", "base", "instruct", "persona & merge", "aligned", "reasoning")
 
