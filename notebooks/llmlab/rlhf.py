@@ -164,7 +164,8 @@ def diversity(model, tokenizer, prompt_ids: list[int], *, samples: int, max_new_
 
 # --- 3. RLHF: REINFORCE with a leave-one-out baseline and a KL leash -------------------------------------------------
 
-KL_COEF = 0.1  # the leash of the "rlhf" artifact (see the sweep of notebook 10)
+KL_COEF = 1.0  # the leash of the "rlhf" artifact: the sweep of notebook 10 shows what looser ones do
+KL_SWEEP = (0.0, 0.1, 0.3, KL_COEF)  # the coefficients notebook 10 compares (each a cached artifact)
 
 RLHF_CONFIG = {
     "steps": by_mode(full=60, fast=3),
@@ -283,12 +284,14 @@ def _build_rlhf(kl_coef: float):
     def build(folder: Path) -> None:
         from llmlab import reward
 
+        start = time.perf_counter()
         reference = sft.sft_model()
         policy = copy.deepcopy(reference)
         scorer = reward.reward_model()
         history = train_rlhf(policy, reference, scorer.score, training_questions(), kl_coef=kl_coef,
                              desc=artifact_name(kl_coef))
         save_model(policy, folder)
+        history["build_seconds"] = time.perf_counter() - start
         (folder / "history.json").write_text(json.dumps(history, indent=1))
 
     return build
@@ -324,7 +327,7 @@ DPO_CONFIG = {
     "batch_size": by_mode(full=16, fast=4),
     "learning_rate": 2e-4,
     "grad_clip": 1.0,
-    "pairs": by_mode(full=None, fast=16),  # None: every training pair
+    "pairs": by_mode(full=3000, fast=16),  # the first pairs of the training split that fit the window
     "seed": 0,
 }
 
@@ -396,19 +399,31 @@ def train_dpo(policy, reference, pairs, config: dict = DPO_CONFIG, *, progress: 
     return history
 
 
+def pair_fits(tokenizer, pair, block_size: int) -> bool:
+    """Do the prompt and each answer (with its <|end|>) fit the context window together?"""
+    prompt = len(chat.prompt_ids(tokenizer, [{"role": "user", "content": pair["prompt"]}]))
+    longest = max(len(tokenizer.encode(pair[k], add_special_tokens=False)) for k in ("chosen", "rejected"))
+    return prompt + longest + 1 <= block_size
+
+
 def _dpo_pairs():
+    """The training pairs of notebook 09 that fit the context window (in full mode: all of them)."""
     from llmlab import reward
 
     train = reward.preference_pairs()["train"]
+    tokenizer, block = course_tokenizer(), sft.sft_model().config.block_size
+    keep = [i for i, pair in enumerate(train) if pair_fits(tokenizer, pair, block)]
     n = DPO_CONFIG["pairs"]
-    return train if n is None else train.select(range(min(n, len(train))))
+    return train.select(keep if n is None else keep[:n])
 
 
 def _build_dpo(folder: Path) -> None:
+    start = time.perf_counter()
     reference = sft.sft_model()
     policy = copy.deepcopy(reference)
     history = train_dpo(policy, reference, _dpo_pairs())
     save_model(policy, folder)
+    history["build_seconds"] = time.perf_counter() - start
     (folder / "history.json").write_text(json.dumps(history, indent=1))
 
 
