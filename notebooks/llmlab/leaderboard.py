@@ -44,7 +44,7 @@ def _check_battles(battles) -> pd.DataFrame:
         raise CourseError("there are no battles to rate")
     bad = set(battles["winner"]) - {"model_a", "model_b", "tie"}
     if bad:
-        raise CourseError(f"winner must be 'model_a', 'model_b' or 'tie', not {sorted(bad)[:3]}")
+        raise CourseError(f"winner must be 'model_a', 'model_b' or 'tie', not {sorted(map(repr, bad))[:3]}")
     if (battles["model_a"] == battles["model_b"]).any():
         raise CourseError("a model cannot battle itself: model_a and model_b must differ in every row")
     return battles

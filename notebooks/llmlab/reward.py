@@ -807,7 +807,11 @@ class LabelingSession:
     def __init__(self, pairs, labeler: Labeler, *, seed: int = 0):
         rng = random.Random(seed)
         self.items = []
+        if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__iter__"):
+            raise CourseError("a labeling session takes a list of pairs, each a dict with prompt, chosen and rejected")
         for row in pairs:
+            if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row):
+                raise CourseError(f"each pair must be a dict with prompt, chosen and rejected, not {row!r:.60}")
             a, b = (row["chosen"], row["rejected"]) if rng.random() < 0.5 else (row["rejected"], row["chosen"])
             self.items.append({"prompt": row["prompt"], "A": a, "B": b})
         if not self.items:

@@ -135,3 +135,45 @@ def test_course_answers_knows_the_course_models_and_refuses_others():
         leaderboard.course_answers(["gpt-5"], prompts)
     with pytest.raises(CourseError, match="reward model"):
         leaderboard.course_answers(["best-of-n"], prompts)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NAMES = st.sampled_from(["a", "b", "c", "d"])
+BATTLE = st.fixed_dictionaries({"model_a": NAMES, "model_b": NAMES,
+                                "winner": st.sampled_from(["model_a", "model_b", "tie", "a", None]),
+                                "length_a": st.integers(0, 50), "length_b": st.integers(0, 50)})
+BAD = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**6), st.none(), st.text(max_size=3))
+
+
+def refused_or_ok(call):
+    try:
+        return call()
+    except CourseError as error:
+        assert str(error).strip()
+        return None
+
+
+@FEW
+@given(rows=st.lists(BATTLE, max_size=30), k=BAD, bootstrap=st.one_of(st.integers(-2, 5), BAD))
+def test_ratings_are_finite_or_refused_for_any_battles(rows, k, bootstrap):
+    battles = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "length_a", "length_b"])
+    online = refused_or_ok(lambda: leaderboard.online_elo(battles, k=k))
+    if online is not None:
+        assert np.isfinite(online).all() and online.mean() == pytest.approx(1000)
+    for style in (None, "length"):
+        bt = refused_or_ok(lambda: leaderboard.bradley_terry(battles, bootstrap=bootstrap, style=style))
+        if bt is not None:
+            assert np.isfinite(bt.to_numpy()).all() and bt["rating"].mean() == pytest.approx(1000)
+
+
+@FEW
+@given(names=st.lists(st.one_of(st.text(max_size=8), st.none(), st.integers()), max_size=3))
+def test_unknown_contestants_are_refused_before_any_model_runs(names):
+    if any(n in leaderboard.CONTESTANTS for n in names):
+        return
+    if names:
+        with pytest.raises(CourseError):
+            leaderboard.course_answers(names, ["How many 'a's are in the word \"banana\"?"])

@@ -211,3 +211,64 @@ def test_the_bias_probe_pads_and_restyles_the_same_answers(rm):
     padded = rm.score([Q.question], [Q.answer_text.rstrip(".") + "." + reward.PADDING])
     assert probe["padded"][0] == pytest.approx(float(padded[0]), abs=1e-5)
     assert probe["original"][0] == pytest.approx(float(rm.score([Q.question], [Q.answer_text])[0]), abs=1e-5)
+
+
+# --- any input: a result or a readable refusal (as tests/unit/test_bad_input.py asks of every public door) -----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ANY_TEXT = st.one_of(st.text(max_size=60), st.none(), st.integers(), st.sampled_from(["", " ", "<|end|>", "🍓", Q.question]))
+
+
+def refused_or_ok(call):
+    try:
+        return call()
+    except CourseError as error:
+        assert str(error).strip()
+        return None
+
+
+@FEW
+@given(prompt=ANY_TEXT, a=ANY_TEXT, b=ANY_TEXT)
+def test_the_labeler_answers_or_refuses_any_input(prompt, a, b):
+    labeler = reward.Labeler()
+    choice = refused_or_ok(lambda: labeler.prefer(prompt, a, b))
+    assert choice in (None, 0, 1)
+    if choice is not None:
+        assert labeler.prefer(prompt, b, a) == 1 - choice
+
+
+@FEW
+@given(d=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.none(), st.text(max_size=3)),
+       bias=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()))
+def test_labeler_settings_are_checked(d, bias):
+    made = refused_or_ok(lambda: reward.Labeler(disagreement=d, length_bias=bias))
+    if made is not None:
+        assert 0 <= made.disagreement <= 0.5 and 0 <= made.length_bias <= 10
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(tokenizer):
+    torch.manual_seed(0)
+    return reward.RewardModel(GPT(GPTConfig(vocab_size=len(tokenizer), block_size=48, n_layer=1, n_head=2,
+                                            n_embd=16)), tokenizer)
+
+
+@FEW
+@given(prompt=ANY_TEXT, completion=ANY_TEXT)
+def test_score_gives_a_finite_reward_or_refuses(tiny_rm, prompt, completion):
+    got = refused_or_ok(lambda: tiny_rm.score([prompt], [completion], report=False))
+    if got is not None:
+        assert got.shape == (1,) and torch.isfinite(got).all()
+
+
+@FEW
+@given(rows=st.one_of(st.none(), st.text(max_size=5), st.integers(), st.lists(st.one_of(st.none(), st.integers(),
+       st.fixed_dictionaries({"prompt": st.just(Q.question), "chosen": st.just("1"), "rejected": st.just("2")})),
+       max_size=3)))
+def test_a_labeling_session_takes_pairs_or_refuses(rows):
+    session = refused_or_ok(lambda: reward.LabelingSession(rows, reward.Labeler()))
+    if session is not None:
+        assert session.current is not None and "0 of" in session.summary()
