@@ -246,8 +246,9 @@ def _is_test(row: dict, index: int, share: float, seed: int) -> bool:
 
 
 def sample_completions(models: dict, tokenizer, prompts: list[str], samples: int, *, temperature: float,
-                       max_new_tokens: int, seed: int) -> list[list[tuple[str, str]]]:
-    """Per prompt, (model name, reply) for `samples` sampled replies from each model (batched)."""
+                       max_new_tokens: int, seed: int, bar=None) -> list[list[tuple[str, str]]]:
+    """Per prompt, (model name, reply) for `samples` sampled replies from each model (batched); bar: a progress
+    bar to advance by one per model."""
     from llmlab.sft import replies
 
     out = [[] for _ in prompts]
@@ -258,6 +259,8 @@ def sample_completions(models: dict, tokenizer, prompts: list[str], samples: int
                         generator=generator, batch_size=256)
         for j, text in enumerate(texts):
             out[j // samples].append((name, text))
+        if bar is not None:
+            bar.update(1)
     return out
 
 
@@ -306,12 +309,13 @@ def _build_pairs(config: dict):
         rows = _pair_prompts(config)
         labeler = Labeler(**config["labeler"])
         completions = [[] for _ in rows]
+        bar = progress_bar(total=2 * len(models) + 1, desc="preference pairs (sample, then label)", unit="step")
         for kind_group in ("word task", "story"):
             idx = [i for i, r in enumerate(rows) if (r["kind"] == "story") == (kind_group == "story")]
             got = sample_completions(models, tokenizer, [rows[i]["prompt"] for i in idx],
                                      config["samples_per_model"], temperature=config["temperature"],
                                      max_new_tokens=config["max_new_tokens"][kind_group],
-                                     seed=config["seed"] + (0 if kind_group == "word task" else 50))
+                                     seed=config["seed"] + (0 if kind_group == "word task" else 50), bar=bar)
             for i, answers in zip(idx, got):
                 completions[i] = answers
         split = {"train": [], "test": []}
@@ -323,6 +327,8 @@ def _build_pairs(config: dict):
                                 pairs_per_prompt=config["pairs_per_prompt"], seed=config["seed"] + len(side))
             tasks.check_training_words([p["word"] for p in pairs if p["word"]])
             (folder / f"{side}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+        bar.update(1)
+        bar.close()
         (folder / "info.json").write_text(json.dumps({"build_seconds": time.perf_counter() - start,
                                                       "prompts": len(rows)}, indent=1))
 
