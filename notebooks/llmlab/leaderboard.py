@@ -302,7 +302,8 @@ def course_answers(names, prompts, *, rm=None, n: int = 16, max_new_tokens: int 
 
     unknown = [m for m in names if m not in CONTESTANTS]
     if unknown:
-        raise CourseError(f"unknown model {unknown[0]!r} on the leaderboard; the course's models are {list(CONTESTANTS)}")
+        raise CourseError(f"unknown model {unknown[0]!r} on the leaderboard; the course's models are "
+                          f"{list(CONTESTANTS)}")
     if "best-of-n" in names and rm is None:
         raise CourseError("best-of-n needs the reward model: pass rm=reward.reward_model()")
     prompts = [str(p) for p in prompts]

@@ -588,7 +588,8 @@ def train_reward_model(rm: RewardModel, train_pairs, test_pairs, config: dict = 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if not math.isfinite(loss.item()):
-                raise CourseError(f"the reward model's loss became {loss.item()} at step {step}: lower the learning rate")
+                raise CourseError(f"the reward model's loss became {loss.item()} at step {step}: "
+                                  "lower the learning rate")
             step += 1
             history["steps"].append(step)
             history["loss"].append(loss.item())
