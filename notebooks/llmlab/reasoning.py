@@ -1,19 +1,17 @@
 """Reasoning (notebook 11): a model that spells the word out, keeps a running count, and only then answers.
 
     model = reasoner_model()                       # artifact "reasoner" (cached, or built in a few minutes)
-    ask(model, tokenizer, "strawberry", "r")       # 'st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3'
+    ask(model, tokenizer, "strawberry", "r")       # 's0t0r1a1w1b1e1r2r3y3, so 3'
 
 The course's model sees tokens, not letters ("strawberry" is 'st' 'raw' 'berry'), so it cannot count letters
-in one step. Written out, the letters become tokens it can look at. The worked trace (`trace`) takes the word
-token by token: it copies the token, then spells it, each letter followed by the count of the target letter so
-far; then it states the answer:
+in one step. Written out, the letters become tokens it can look at. The worked trace (`trace`) writes every
+letter followed by the count of the target letter so far, then the answer:
 
-    How many 'r's are in the word "strawberry"?   ->   st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3
+    How many 'r's are in the word "strawberry"?   ->   s0t0r1a1w1b1e1r2r3y3, so 3
 
-Every piece is one token of the course tokenizer: the copied token is the very token of the question, each bare
-letter and each digit is one token (with a space, " q" and " x" would be two), ':' and '|' are one each.
-`trace_tokens` shows the split. Copying the token first keeps the spelling local: the letters come from the
-token just written, not from a place in the question the model would have to keep track of.
+No spaces: with the course tokenizer a bare letter and a digit are always one token each ("s" "0" "t" "0" ...),
+and the bare letter is the very token the question names the letter with ('r'); with spaces, " q" and " x"
+would be two tokens and " r" a different token from 'r'. `trace_tokens` shows the split.
 
 The reasoner is built in two stages, both on TRAINING words only (`tasks.check_training_words`):
   1. cold start: supervised fine-tuning of the "sft" model on worked traces (`cold_start_dataset`);
@@ -24,7 +22,6 @@ The reasoner is built in two stages, both on TRAINING words only (`tasks.check_t
 import json
 import re
 import time
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -38,16 +35,10 @@ from llmlab.runtime import by_mode, seed_everything
 from llmlab.tokenizer import course_tokenizer
 from llmlab.training import History, clip_gradients, load_model, save_model, train
 
-# Per token of the word: the token, ':', two tokens a letter, '|'; then ", so N" and <|end|>. Dictionary words
-# have at most 12 letters: 4 tokens a letter covers even a word cut into single letters.
-REASONING_MAX_TOKENS = 4 * 12 + 16
+# Two tokens a letter (dictionary words have at most 12), then ", so N" and <|end|>.
+REASONING_MAX_TOKENS = 2 * 12 + 8
 ANSWER_LEAD = ", so "
 _PAIR = re.compile(r"([a-z])(\d+)")
-
-
-@cache
-def _tokenizer():
-    return course_tokenizer()
 
 
 def _task(word, letter) -> tasks.LetterCount:
@@ -55,26 +46,22 @@ def _task(word, letter) -> tasks.LetterCount:
 
 
 def trace(word, letter=None) -> str:
-    """The worked trace for "how many `letter`s in `word`?": token by token, the token copied and then spelled,
-    each letter with the count so far; then the answer.
+    """The worked trace for "how many `letter`s in `word`?": each letter with the count so far, then the answer.
 
-    trace("strawberry", "r") == "st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3" (a LetterCount works too: trace(task)).
+    trace("strawberry", "r") == "s0t0r1a1w1b1e1r2r3y3, so 3" (a LetterCount works too: trace(task)).
     """
     task = _task(word, letter)
     count, parts = 0, []
-    for piece in token_pieces(_tokenizer(), task.word):
-        spelled = ""
-        for ch in piece:
-            count += ch == task.letter
-            spelled += f"{ch}{count}"
-        parts.append(f"{piece}:{spelled}")
-    return "|".join(parts) + f"{ANSWER_LEAD}{count}"
+    for ch in task.word:
+        count += ch == task.letter
+        parts.append(f"{ch}{count}")
+    return "".join(parts) + f"{ANSWER_LEAD}{count}"
 
 
 def max_new_tokens(word) -> int:
-    """Room for the trace of word: four tokens a letter at most, the answer and <|end|>."""
+    """Room for the trace of word: two tokens a letter, the answer and <|end|>."""
     word = tasks.LetterCount(word, "a").word  # checks the word
-    return max(REASONING_MAX_TOKENS, 4 * len(word) + 8)
+    return max(REASONING_MAX_TOKENS, 2 * len(word) + 8)
 
 
 def trace_tokens(tokenizer, text: str) -> list[str]:
@@ -96,9 +83,7 @@ def read_trace(completion) -> tuple[str, list[int]]:
     """
     if not isinstance(completion, str):
         return "", []
-    head = completion.split(",")[0].lower()
-    spelled = "".join(part.split(":")[-1] for part in head.split("|"))  # the letters, without the copied tokens
-    pairs = _PAIR.findall(spelled)
+    pairs = _PAIR.findall(completion.split(",")[0].lower())
     return "".join(p[0] for p in pairs), [int(p[1]) for p in pairs]
 
 
@@ -199,17 +184,17 @@ def verdict(task: tasks.LetterCount, completion: str) -> str:
 REASONER_CONFIG = {
     "cold_start": {
         "questions": by_mode(full=16000, fast=48),  # over training words, balanced over the count 0 / 1 / 2 / 3+
-        "training": {"max_steps": by_mode(full=1600, fast=6), "batch_size": 2, "learning_rate": 2e-3,
+        "training": {"max_steps": by_mode(full=2000, fast=6), "batch_size": 2, "learning_rate": 2e-3,
                      "min_lr": 2e-4, "warmup_steps": by_mode(full=20, fast=1), "betas": [0.9, 0.99],
-                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=400, fast=3),
+                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=500, fast=3),
                      "eval_rows": None},
-        "count_weight": 2.0,  # each count digit weighs twice a letter in the loss: counting is learned later
+        "count_weight": 1.0,  # > 1: each count digit weighs more than a letter in the loss (1: plain SFT loss)
         "seed": 11,
     },
     "grpo": {
-        "questions": by_mode(full=4000, fast=16), "steps": by_mode(full=40, fast=2),
+        "questions": by_mode(full=4000, fast=16), "steps": by_mode(full=30, fast=2),
         "prompts_per_step": by_mode(full=16, fast=2), "group_size": by_mode(full=8, fast=4),
-        "temperature": 1.0, "learning_rate": 2e-4, "clip": 0.2, "kl": 0.0, "epochs": 1,
+        "temperature": 1.0, "learning_rate": 1e-4, "clip": 0.2, "kl": 0.0, "epochs": 1,
         "kl_every": by_mode(full=5, fast=1), "eval_every": by_mode(full=10, fast=1), "seed": 12,
     },
     "eval_questions": by_mode(full=200, fast=8),  # held-out questions scored along the way (the curves)

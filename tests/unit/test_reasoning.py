@@ -19,52 +19,28 @@ def tokenizer():
     return course_tokenizer()
 
 
-def test_the_trace_of_strawberry_by_hand(tokenizer):
-    pieces = reasoning.token_pieces(tokenizer, "strawberry")
-    assert "".join(pieces) == "strawberry"
-    counts, parts = 0, []
-    for p in pieces:
-        spelled = ""
-        for ch in p:
-            counts += ch == "r"
-            spelled += f"{ch}{counts}"
-        parts.append(f"{p}:{spelled}")
-    expected = "|".join(parts) + ", so 3"
-    assert reasoning.trace("strawberry", "r") == expected
-    if tokenizer.vocab_size >= 4096:  # the full course tokenizer cuts it as notebook 04 shows
-        assert expected == "st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3"
+def test_the_trace_of_strawberry_by_hand():
+    assert reasoning.trace("strawberry", "r") == "s0t0r1a1w1b1e1r2r3y3, so 3"
     assert reasoning.trace(STRAWBERRY) == reasoning.trace("strawberry", "r")
-    assert reasoning.trace("Banana", "A").endswith(", so 3")
-    assert reasoning.trace("cat", "z").endswith(", so 0")
+    assert reasoning.trace("Banana", "A") == "b0a1n1a2n2a3, so 3"
+    assert reasoning.trace("cat", "z") == "c0a0t0, so 0"
 
 
-def test_the_trace_is_the_tokens_of_the_question_and_one_token_per_letter_and_count(tokenizer):
+def test_every_letter_and_every_count_is_one_token_and_the_letter_is_the_questions_token(tokenizer):
     words = tasks.word_split().train[:300] + ("quixotic", "xylophone", "jazz")
     for word in words:
         letter = word[len(word) // 2]
-        ids = tokenizer.encode(reasoning.trace(word, letter), add_special_tokens=False)
-        word_ids = tokenizer.encode(word, add_special_tokens=False)
-        question = tokenizer.encode(tasks.LetterCount(word, letter).question, add_special_tokens=False)
-        assert any(question[i:i + len(word_ids)] == word_ids for i in range(len(question)))
-        expected = []
-        count = 0
-        for j, t in enumerate(word_ids):
-            expected += [t] + tokenizer.encode(":", add_special_tokens=False)
-            for ch in tokenizer.decode([t]):
-                count += ch == letter
-                expected += tokenizer.encode(ch, add_special_tokens=False) + tokenizer.encode(str(count),
-                                                                                            add_special_tokens=False)
-            if j < len(word_ids) - 1:
-                expected += tokenizer.encode("|", add_special_tokens=False)
-        assert ids[:len(expected)] == expected, word
-        assert all(len(tokenizer.encode(ch, add_special_tokens=False)) == 1 for ch in word + "0123456789:|")
+        pieces = reasoning.trace_tokens(tokenizer, reasoning.trace(word, letter))
+        spelled = pieces[:2 * len(word)]
+        assert "".join(spelled[0::2]) == word and all(len(p) == 1 for p in spelled), (word, pieces)
+        assert [int(p) for p in spelled[1::2]] == [word[:i + 1].count(letter) for i in range(len(word))]
+        assert letter in reasoning.trace_tokens(tokenizer, tasks.LetterCount(word, letter).question)
+    assert len(reasoning.trace_tokens(tokenizer, " q")) == 2 or tokenizer.vocab_size < 4096  # why no spaces
 
 
 def test_reading_a_trace():
-    assert reasoning.read_trace("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3") == ("strawberry",
-                                                                              [0, 0, 1, 1, 1, 1, 1, 2, 3, 3])
-    assert reasoning.read_trace(reasoning.trace(STRAWBERRY))[0] == "strawberry"
-    assert reasoning.read_trace("s0t0r1a1w1b1e1r2r3y3, so 3")[0] == "strawberry"  # no copied tokens: still read
+    assert reasoning.read_trace("s0t0r1a1w1b1e1r2r3y3, so 3") == ("strawberry", [0, 0, 1, 1, 1, 1, 1, 2, 3, 3])
+    assert reasoning.read_trace("S0T0R1, so 1") == ("str", [0, 0, 1])
     for junk in ("", "There are 3 'r's.", None, 42, "s0t0, so"):
         letters, counts = reasoning.read_trace(junk)
         assert len(letters) == len(counts)
@@ -95,13 +71,13 @@ def test_the_grader_never_crashes_on_what_is_not_text():
 def test_spelling_and_consistency_by_hand():
     right = reasoning.trace(STRAWBERRY)
     assert reasoning.spelling_correct(STRAWBERRY, right) and reasoning.counts_consistent(STRAWBERRY, right)
-    other = "st:s0t0|raw:r1a1w1|perry:p1e1r2r3y3, so 3"  # 'b' written as 'p': not the target letter
+    other = "s0t0r1a1w1p1e1r2r3y3, so 3"  # 'b' written as 'p': not the target letter  # 'b' written as 'p': not the target letter
     assert not reasoning.spelling_correct(STRAWBERRY, other) and reasoning.counts_consistent(STRAWBERRY, other)
     assert reasoning.wrong_letters(STRAWBERRY, other) == "other letters"
     assert reasoning.wrong_letters(STRAWBERRY, right) == ""
-    target = "st:s0t0|raw:r1a1w1|bery:b1e1r2y2, so 2"  # one 'r' lost
+    target = "s0t0r1a1w1b1e1r2y2, so 2"  # one 'r' lost  # one 'r' lost
     assert reasoning.wrong_letters(STRAWBERRY, target) == "target letter"
-    lucky = "st:s0t0|raw:r1a1w1|bery:b1e1r2y2, so 3"  # a target letter lost, and the answer does not follow from the trace
+    lucky = "s0t0r1a1w1b1e1r2y2, so 3"  # a target letter lost; the answer does not follow from the trace  # a target letter lost, and the answer does not follow from the trace
     assert reasoning.answer_correct(STRAWBERRY, lucky) and not reasoning.counts_consistent(STRAWBERRY, lucky)
     assert not reasoning.counts_consistent(STRAWBERRY, "s0t0r0a0w0b0e0r0r0y0, so 0")
 
@@ -144,7 +120,7 @@ def test_bad_questions_are_refused_in_one_sentence(word, letter):
 
 def test_room_for_the_trace_grows_with_the_word(tokenizer):
     assert reasoning.max_new_tokens("cat") == reasoning.REASONING_MAX_TOKENS
-    assert reasoning.max_new_tokens("a" * 40) >= 4 * 40 + 4
+    assert reasoning.max_new_tokens("a" * 40) >= 2 * 40 + 4
     longest = max(len(tokenizer.encode(reasoning.trace(w, w[0]), add_special_tokens=False))
                   for w in tasks.dictionary_words() if len(w) >= 11)
     assert reasoning.REASONING_MAX_TOKENS >= longest + 1  # room for the longest dictionary word's trace and <|end|>
