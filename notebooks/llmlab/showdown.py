@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from llmlab import chat, sft, tasks, tools
+from llmlab import chat, reasoning, sft, tasks, tools
 from llmlab.checks import CourseError, check_new_tokens, check_positive_int
 from llmlab.generation import few_shot_prompt, generate_batch
 from llmlab.runtime import by_mode
@@ -202,6 +202,7 @@ register("merged", "persona & merge", "08", _sft("merged"))
 register(f"best-of-{BEST_OF_N}", "aligned", "09", _best_of_n_models, best_of_n_answers, chat=False)
 register("RLHF", "aligned", "10", lambda: _rlhf().rlhf_model())
 register("DPO", "aligned", "10", lambda: _rlhf().dpo_model())
+register("reasoner", "reasoning", "11", lambda: reasoning.reasoner_model(), max_new_tokens=reasoning.REASONING_MAX_TOKENS)
 
 ERAS = ("n-grams", "base", "instruct", "persona & merge", "aligned", "reasoning")
 
@@ -286,7 +287,7 @@ REFLECTION_PROMPT = "Check your answer: count the letters again, one by one. How
 def reflection(entry: Contender, model, questions) -> dict:
     """A second turn asks the model to check its answer: how often it fixes a wrong count, breaks a right one."""
     first = ask(entry, model, [q.question for q in questions]).texts
-    conversations = [[{"role": "user", "content": q.question}, {"role": "assistant", "content": a or "?"},
+    conversations = [[{"role": "user", "content": q.question}, {"role": "assistant", "content": a.strip() or "?"},
                       {"role": "user", "content": REFLECTION_PROMPT}] for q, a in zip(questions, first)]
     second = ask(entry, model, conversations).texts
     before = [q.grade(a) for q, a in zip(questions, first)]
