@@ -184,9 +184,9 @@ def verdict(task: tasks.LetterCount, completion: str) -> str:
 REASONER_CONFIG = {
     "cold_start": {
         "questions": by_mode(full=16000, fast=48),  # over training words, balanced over the count 0 / 1 / 2 / 3+
-        "training": {"max_steps": by_mode(full=2000, fast=6), "batch_size": 2, "learning_rate": 2e-3,
+        "training": {"max_steps": by_mode(full=2600, fast=6), "batch_size": 2, "learning_rate": 2e-3,
                      "min_lr": 2e-4, "warmup_steps": by_mode(full=20, fast=1), "betas": [0.9, 0.99],
-                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=500, fast=3),
+                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=650, fast=3),
                      "eval_rows": None},
         "count_weight": 1.0,  # > 1: each count digit weighs more than a letter in the loss (1: plain SFT loss)
         "seed": 11,
@@ -194,7 +194,7 @@ REASONER_CONFIG = {
     "grpo": {
         "questions": by_mode(full=4000, fast=16), "steps": by_mode(full=30, fast=2),
         "prompts_per_step": by_mode(full=16, fast=2), "group_size": by_mode(full=8, fast=4),
-        "temperature": 1.0, "learning_rate": 1e-4, "clip": 0.2, "kl": 0.0, "epochs": 1,
+        "temperature": 1.0, "learning_rate": 5e-5, "clip": 0.2, "kl": 0.0, "epochs": 1,
         "kl_every": by_mode(full=5, fast=1), "eval_every": by_mode(full=10, fast=1), "seed": 12,
     },
     "eval_questions": by_mode(full=200, fast=8),  # held-out questions scored along the way (the curves)
