@@ -373,12 +373,12 @@ def _build_reasoner(folder: Path) -> None:
     start = time.perf_counter()
     tokenizer = course_tokenizer()
     model = sft.sft_model()
-    reference = sft.sft_model()  # the start, for the KL
     eval_questions = tasks.heldout_questions(REASONER_CONFIG["eval_questions"])
     plot = LiveLossPlot("Reasoner, stage 1: cold start on worked traces", ylabel="cross-entropy (nats/token)")
     history, cold_evals = cold_start(model, tokenizer, eval_questions=eval_questions, plot=plot)
     cold_seconds = time.perf_counter() - start
     save_model(model, folder / "cold_start")
+    reference = load_model(folder / "cold_start")  # where GRPO starts: the KL is measured against it
     plot = LiveLossPlot("Reasoner, stage 2: GRPO", ylabel="share")
     result = grpo(model, tokenizer, grpo_questions(), REASONER_CONFIG["grpo"], reference=reference,
                   eval_questions=eval_questions, plot=plot)
@@ -391,7 +391,8 @@ def _build_reasoner(folder: Path) -> None:
 def reasoner_model() -> "torch.nn.Module":
     """The reasoner (artifact "reasoner"): the SFT model, cold-started on worked traces, then trained with GRPO."""
     sft.sft_model()
-    config = {**REASONER_CONFIG, "format": trace("strawberry", "r"), "sft": sft._fingerprint("sft"), "files": 1}
+    config = {**REASONER_CONFIG, "format": trace("strawberry", "r"), "sft": sft._fingerprint("sft"),
+              "kl_reference": "cold start", "files": 1}
     return artifacts.cached("reasoner", build=_build_reasoner, load=load_model, config=config)
 
 
