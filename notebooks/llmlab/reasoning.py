@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from llmlab import artifacts, chat, rl, sft, tasks
-from llmlab.checks import CourseError, check_number, check_positive_int
+from llmlab.checks import check_number, check_positive_int
 from llmlab.plots import LiveLossPlot
 from llmlab.progress import progress_bar
 from llmlab.runtime import by_mode, seed_everything
@@ -136,9 +136,8 @@ def wrong_letters(task: tasks.LetterCount, completion) -> str:
 # --- asking the model --------------------------------------------------------------------------------------------
 
 def question(word, letter) -> tasks.LetterCount:
-    """The letter-count question, checked: a word of letters a-z that fits the trace's room, one letter."""
-    task = tasks.LetterCount(word, letter)
-    return task
+    """The letter-count question, checked (a CourseError says why): a word of 1-40 letters a-z, one letter a-z."""
+    return tasks.LetterCount(word, letter)
 
 
 PROMPT_ROOM = 48  # tokens kept for the question in the context window (a 40-letter word's question fits)

@@ -71,13 +71,13 @@ def test_the_grader_never_crashes_on_what_is_not_text():
 def test_spelling_and_consistency_by_hand():
     right = reasoning.trace(STRAWBERRY)
     assert reasoning.spelling_correct(STRAWBERRY, right) and reasoning.counts_consistent(STRAWBERRY, right)
-    other = "s0t0r1a1w1p1e1r2r3y3, so 3"  # 'b' written as 'p': not the target letter  # 'b' written as 'p': not the target letter
+    other = "s0t0r1a1w1p1e1r2r3y3, so 3"  # 'b' written as 'p': not the target letter
     assert not reasoning.spelling_correct(STRAWBERRY, other) and reasoning.counts_consistent(STRAWBERRY, other)
     assert reasoning.wrong_letters(STRAWBERRY, other) == "other letters"
     assert reasoning.wrong_letters(STRAWBERRY, right) == ""
-    target = "s0t0r1a1w1b1e1r2y2, so 2"  # one 'r' lost  # one 'r' lost
+    target = "s0t0r1a1w1b1e1r2y2, so 2"  # one 'r' lost
     assert reasoning.wrong_letters(STRAWBERRY, target) == "target letter"
-    lucky = "s0t0r1a1w1b1e1r2y2, so 3"  # a target letter lost; the answer does not follow from the trace  # a target letter lost, and the answer does not follow from the trace
+    lucky = "s0t0r1a1w1b1e1r2y2, so 3"  # an 'r' lost: the answer does not follow from the trace
     assert reasoning.answer_correct(STRAWBERRY, lucky) and not reasoning.counts_consistent(STRAWBERRY, lucky)
     assert not reasoning.counts_consistent(STRAWBERRY, "s0t0r0a0w0b0e0r0r0y0, so 0")
 
