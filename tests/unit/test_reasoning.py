@@ -5,6 +5,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llmlab import reasoning, rl, tasks
 from llmlab.checks import CourseError
@@ -181,3 +183,31 @@ def test_grpo_raises_the_reward_of_what_it_rewards(tokenizer):
     with torch.no_grad():
         after = rl.sequence_logprobs(model, ids, mask)
     assert after[0] > before[0] and after[1] < before[1]
+
+
+# --- any input: a grade, a reading or a CourseError, never a crash -------------------------------------------------
+
+TEXT = st.one_of(st.text(max_size=60), st.text(alphabet="abrsy0123456789, so-three", max_size=40))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(completion=TEXT)
+def test_any_completion_is_graded_without_a_crash(completion):
+    assert reasoning.reward(STRAWBERRY, completion) in (0.0, 1.0)
+    letters, counts = reasoning.read_trace(completion)
+    assert len(letters) == len(counts) and set(letters) <= set(tasks.LETTERS)
+    assert isinstance(reasoning.counts_consistent(STRAWBERRY, completion), bool)
+    assert reasoning.wrong_letters(STRAWBERRY, completion) in ("", "other letters", "target letter")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(word=st.one_of(st.text(max_size=45), st.none(), st.integers()),
+       letter=st.one_of(st.text(max_size=3), st.none()))
+def test_any_question_is_a_trace_or_a_course_error(word, letter):
+    try:
+        task = reasoning.question(word, letter)
+    except CourseError:
+        return
+    text = reasoning.trace(task)
+    assert reasoning.spelling_correct(task, text) and reasoning.counts_consistent(task, text)
+    assert reasoning.reward(task, text) == 1.0
