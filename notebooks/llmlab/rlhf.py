@@ -64,33 +64,40 @@ def encode_prompts(tokenizer, prompts, *, max_new_tokens: int, block_size: int) 
 # --- 1. batched sampling, measured ---------------------------------------------------------------------------------
 
 def sampling_speed(model, prompt_ids: list[list[int]], max_new_tokens: int, *, temperature: float = 1.0,
-                   repeats: int = 2, seed: int = 0) -> dict:
+                   repeats: int = 3, seed: int = 0, threads: int = 1) -> dict:
     """Tokens/s of `generate_batch` on all the prompts at once against one prompt at a time.
 
-    No stop token, so both write exactly max_new_tokens per prompt: the same work, counted the same way. Each
-    side is timed `repeats` times and the fastest run kept (a shared machine slows some runs down). With
-    temperature 0 (greedy) it also checks that every row of the batch equals the row generated alone.
+    No stop token, so both write exactly max_new_tokens per prompt: the same work, counted the same way. A shared
+    machine slows some runs down, so every timing is the fastest of `repeats`: the batch's, and each row's alone
+    (the single-row time is the sum of the rows' fastest). With temperature 0 (greedy) it also checks that every
+    row of the batch equals the row generated alone. Both sides run on `threads` CPU threads (one by default: on a
+    machine busy with other work, two threads that wait for each other make small operations erratically slow).
     """
     check_positive_int("repeats", repeats)
+    check_positive_int("threads", threads)
     if not prompt_ids:
         raise CourseError("give at least one prompt to time")
 
-    def timed(fn):
+    def fastest(prompts, row_seed):
         best, out = math.inf, None
         for _ in range(repeats):
+            generator = torch.Generator().manual_seed(row_seed)
             start = time.perf_counter()
-            out = fn(torch.Generator().manual_seed(seed))
+            out = generate_batch(model, prompts, max_new_tokens, temperature=temperature, generator=generator)
             best = min(best, time.perf_counter() - start)
         return best, out
 
-    def batched(g):
-        return generate_batch(model, prompt_ids, max_new_tokens, temperature=temperature, generator=g)
-
-    def one_by_one(g):
-        return [generate_batch(model, [p], max_new_tokens, temperature=temperature, generator=g)[0] for p in prompt_ids]
-
-    batch_seconds, batch_out = timed(batched)
-    single_seconds, single_out = timed(one_by_one)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        batch_seconds, batch_out = fastest(prompt_ids, seed)
+        single_seconds, single_out = 0.0, []
+        for i, prompt in enumerate(prompt_ids):
+            seconds, out = fastest([prompt], seed + 1 + i)
+            single_seconds += seconds
+            single_out += out
+    finally:
+        torch.set_num_threads(threads_before)
     tokens = sum(len(o) for o in batch_out)
     result = {"rows": len(prompt_ids), "new tokens": tokens,
               "batched tokens/s": tokens / batch_seconds,
