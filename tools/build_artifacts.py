@@ -24,14 +24,21 @@ from llmlab import paths, runtime  # noqa: E402
 
 def builders():
     """(artifact name, the call that returns it), in dependency order."""
-    from llmlab import pretraining, sft, tokenizer
+    from llmlab import pretraining, reasoning, reward, rlhf, sft, showdown, tokenizer
 
     yield "tokenizer", tokenizer.course_tokenizer
-    yield "base", pretraining.base_model
-    for name in sft.VARIANTS:
+    yield "base", pretraining.base_model  # notebook 06
+    for name in sft.VARIANTS:  # notebook 08
         yield name, lambda name=name: sft.sft_model(name)
     yield "persona", sft.persona_model
     yield "merged", sft.merged_model
+    yield "preference-pairs", reward.preference_pairs  # notebook 09
+    yield "reward", reward.reward_model
+    for kl_coef in rlhf.KL_SWEEP:  # notebook 10
+        yield rlhf.artifact_name(kl_coef), lambda kl_coef=kl_coef: rlhf.rlhf_model(kl_coef)
+    yield "dpo", rlhf.dpo_model
+    yield "reasoner", reasoning.reasoner_model  # notebook 11
+    yield "sft-tools", showdown.tool_model  # notebook 12
 
 
 def main() -> None:
