@@ -314,7 +314,7 @@ def _rlhf_config(kl_coef: float) -> dict:
 
 def rlhf_model(kl_coef: float = KL_COEF):
     """The RLHF policy trained with this KL coefficient (artifact "rlhf" for the default, "rlhf-leash-off" for
-    0): cached, or trained (about two minutes on 2 cores in full mode)."""
+    0): cached, or trained (a few minutes in full mode)."""
     kl_coef = rl.check_coefficient("kl_coef", kl_coef)
     return artifacts.cached(artifact_name(kl_coef), build=_build_rlhf(kl_coef), load=load_model,
                             config=_rlhf_config(kl_coef))
