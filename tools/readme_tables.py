@@ -49,7 +49,28 @@ def tables(results: dict) -> str:
                    f"({b['tokens_per_s_llama_cpp']:,.0f} against {b['tokens_per_s_llmlab']:,.0f}) | "
                    f"aim ≥ {b['aim']:g}× |")
     lines.append("The benchmarks `make bench` runs after the notebooks (figures from the same file):\n\n" + "\n".join(out))
+    showdown = _showdown(notebooks.get("12_strawberry_showdown", {}).get("figures", {}))
+    if showdown:
+        lines.append(showdown)
     return "\n\n".join(lines)
+
+
+def _value(figure):
+    return figure["value"] if isinstance(figure, dict) else figure
+
+
+def _showdown(figures: dict) -> str:
+    """Notebook 12's lineup: every model of the course on the same 500 held-out questions, best first."""
+    prefix = "showdown_accuracy_"
+    accuracy = {key[len(prefix):]: _value(v) for key, v in figures.items() if key.startswith(prefix)}
+    if not accuracy:
+        return ""
+    rows = ["| model | held-out accuracy | \"strawberry\" right, of 20 samples |", "|---|---|---|"]
+    for model in sorted(accuracy, key=accuracy.get, reverse=True):
+        share = _value(figures.get(f"showdown_strawberry_samples_right_{model}", 0))
+        rows.append(f"| {model.replace('_', ' ')} | {accuracy[model]:.1%} | {round(share * 20)} |")
+    return ("The showdown of notebook 12 (500 held-out words, never trained on; a constant answer scores 25 %):"
+            "\n\n" + "\n".join(rows))
 
 
 def rewritten(readme: str, results: dict) -> str:
