@@ -22,6 +22,24 @@ class CourseError(ValueError):
     """A refused argument, explained in one sentence."""
 
 
+NOT_DONE = object()  # what learner_call returns when the learner's function gave no answer
+
+
+def learner_call(fn, *args, not_done: str, name: str = "your function"):
+    """Call an exercise's function (the learner's code) with args: its result, or NOT_DONE after one line on why.
+
+    A function that still raises NotImplementedError prints not_done (the exercise's hint); any other error is the
+    learner's bug, shown in one line ("✗ your function raised ..."), never as a traceback.
+    """
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        print(not_done)
+    except Exception as error:  # the learner's code: its error in one line
+        print(f"✗ {name} raised {type(error).__name__}: {error}")
+    return NOT_DONE
+
+
 def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
     """value as an int in [minimum, maximum]; bools, floats and strings are refused (NumPy ints are fine)."""
     upper = f" and <= {maximum:,}" if maximum is not None else ""

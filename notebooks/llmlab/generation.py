@@ -21,7 +21,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
+from llmlab.checks import (NOT_DONE, CourseError, check_new_tokens, check_number, check_positive_int, check_text,
+                           learner_call)
 from llmlab.gpt import KVCache
 
 
@@ -425,13 +426,8 @@ def repeated_sequence_loss(model, length: int = 50, batch: int = 8, seed: int = 
 def _check(fn, cases, name: str, hint: str) -> bool:
     """Run fn on each (args, expected) case; print ✓ or what went wrong, never raise."""
     for args, expected in cases:
-        try:
-            got = fn(*args)
-        except NotImplementedError:
-            print(f"Not done yet: {hint}")
-            return False
-        except Exception as error:  # the learner's code: show its error in one line
-            print(f"✗ {name} raised {type(error).__name__}: {error}")
+        got = learner_call(fn, *args, name=name, not_done=f"Not done yet: {hint}")
+        if got is NOT_DONE:
             return False
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             print(f"✗ {name} should return a tensor of shape {tuple(expected.shape)}, got {got!r:.80}")
@@ -484,14 +480,10 @@ def check_repetition_penalty(fn) -> bool:
         expected = RepetitionPenaltyLogitsProcessor(penalty=penalty)(previous, logits.clone())
         cases.append(((logits.clone(), previous, penalty), expected))
     for args, expected in cases:  # the same tokens are kept; here the values matter
-        try:
-            got = fn(*args)
-        except NotImplementedError:
-            print("Not done yet: gather the logits of previous_ids, divide the positive ones by the penalty, "
-                  "multiply the negative ones, and scatter them back.")
-            return False
-        except Exception as error:
-            print(f"✗ repetition_penalty raised {type(error).__name__}: {error}")
+        got = learner_call(fn, *args, name="repetition_penalty", not_done=(
+            "Not done yet: gather the logits of previous_ids, divide the positive ones by the penalty, "
+            "multiply the negative ones, and scatter them back."))
+        if got is NOT_DONE:
             return False
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             print(f"✗ repetition_penalty should return a tensor of shape {tuple(expected.shape)}")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from llmlab import artifacts, chat, rl, sft, tasks
-from llmlab.checks import check_number, check_positive_int
+from llmlab.checks import NOT_DONE, check_number, check_positive_int, learner_call
 from llmlab.plots import LiveLossPlot
 from llmlab.progress import progress_bar
 from llmlab.runtime import by_mode, seed_everything
@@ -467,14 +467,10 @@ def check_trace(fn) -> bool:
     cases = [("strawberry", "r"), ("banana", "a"), ("cat", "z"), ("bookkeeper", "e"), ("mississippi", "s"),
              ("apple", "a"), ("letter", "r")]
     for word, letter in cases:
-        try:
-            got = fn(word, letter)
-        except NotImplementedError:
-            print("Not done yet: walk through the word, add 1 to a counter at each target letter, write each letter "
-                  "followed by the counter, then ', so ' and the final count.")
-            return False
-        except Exception as error:  # the learner's code: its error in one line
-            print(f"✗ your function raised {type(error).__name__}: {error}")
+        got = learner_call(fn, word, letter, not_done=(
+            "Not done yet: walk through the word, add 1 to a counter at each target letter, write each letter "
+            "followed by the counter, then ', so ' and the final count."))
+        if got is NOT_DONE:
             return False
         want = trace(word, letter)
         if got != want:

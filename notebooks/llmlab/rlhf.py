@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from llmlab import artifacts, chat, rl, sft, tasks
-from llmlab.checks import CourseError, check_positive_int
+from llmlab.checks import NOT_DONE, CourseError, check_positive_int, learner_call
 from llmlab.generation import generate_batch
 from llmlab.progress import progress_bar
 from llmlab.runtime import by_mode, seed_everything
@@ -461,14 +461,10 @@ def check_dpo_loss(fn) -> bool:
     cases.append((x, x - 1, x, x - 1, 0.1))  # the policy equals the reference: the loss is log 2
     for pi_c, pi_r, ref_c, ref_r, beta in cases:
         expected = rl.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=beta)[0].item()
-        try:
-            got = fn(pi_c.clone(), pi_r.clone(), ref_c.clone(), ref_r.clone(), beta)
-        except NotImplementedError:
-            print("Not done yet: the implicit reward is beta * (log pi - log ref); the loss is "
-                  "-log sigmoid(chosen reward - rejected reward), averaged over the pairs.")
-            return False
-        except Exception as error:  # the learner's code: its error in one line
-            print(f"✗ your function raised {type(error).__name__}: {error}")
+        got = learner_call(fn, pi_c.clone(), pi_r.clone(), ref_c.clone(), ref_r.clone(), beta, not_done=(
+            "Not done yet: the implicit reward is beta * (log pi - log ref); the loss is "
+            "-log sigmoid(chosen reward - rejected reward), averaged over the pairs."))
+        if got is NOT_DONE:
             return False
         try:
             got = float(got)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from llmlab.progress import progress_bar as tqdm  # a widget live, a final text line in saved notebooks
 
 from llmlab.bigram import CharVocabulary  # noqa: F401  (the character tokenizer, defined in notebook 00's module)
-from llmlab.checks import CourseError, check_new_tokens, check_number, check_positive_int, check_text
+from llmlab.checks import (NOT_DONE, CourseError, check_new_tokens, check_number, check_positive_int, check_text,
+                           learner_call)
 
 
 # --- Characters as ids ------------------------------------------------------------------------------------------
@@ -446,15 +447,11 @@ def check_lstm_cell(lstm_cell_step) -> bool:
     x, h, c = torch.randn(3, 5), torch.randn(3, 7), torch.randn(3, 7)
     with torch.no_grad():
         expected_h, expected_c = reference(x, (h, c))
-        try:
-            got = lstm_cell_step(x, h, c, reference.weight_ih, reference.weight_hh,
-                                 reference.bias_ih, reference.bias_hh)
-        except NotImplementedError:
-            print("Not written yet. Hint: weight_ih has 4 × hidden rows: the four gates' blocks stacked in the order "
-                  "i, f, g, o. One product for all four, then split it.")
-            return False
-        except Exception as error:  # the learner's bug, reported in one line
-            print(f"✗ your function raised {type(error).__name__}: {error}")
+        got = learner_call(lstm_cell_step, x, h, c, reference.weight_ih, reference.weight_hh,
+                           reference.bias_ih, reference.bias_hh, not_done=(
+            "Not written yet. Hint: weight_ih has 4 × hidden rows: the four gates' blocks stacked in the order "
+            "i, f, g, o. One product for all four, then split it."))
+        if got is NOT_DONE:
             return False
     if not (isinstance(got, tuple) and len(got) == 2):
         print("✗ return a pair (h_new, c_new)")

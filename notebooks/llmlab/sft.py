@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmlab import artifacts, chat, lora, tasks
-from llmlab.checks import CourseError, check_number, check_positive_int, check_text
+from llmlab.checks import NOT_DONE, CourseError, check_number, check_positive_int, check_text, learner_call
 from llmlab.data import tinystories_documents, tinystories_train_documents
 from llmlab.generation import generate_batch, stream_tokens
 from llmlab.gpt import GPT
@@ -771,14 +771,10 @@ def check_loss_mask(fn) -> bool:
     ]
     for messages in conversations:
         example = chat.chat_example(tokenizer, messages)
-        try:
-            got = fn(list(example.ids), tokenizer)
-        except NotImplementedError:
-            print("Not done yet: walk through the ids; switch the mask on after each <|assistant|> token and off "
-                  "after the <|end|> that closes the reply (that <|end|> is learned too).")
-            return False
-        except Exception as error:  # the learner's code: its error in one line
-            print(f"✗ your function raised {type(error).__name__}: {error}")
+        got = learner_call(fn, list(example.ids), tokenizer, not_done=(
+            "Not done yet: walk through the ids; switch the mask on after each <|assistant|> token and off "
+            "after the <|end|> that closes the reply (that <|end|> is learned too)."))
+        if got is NOT_DONE:
             return False
         got = [int(m) for m in got] if isinstance(got, (list, tuple, torch.Tensor)) else got
         if got != example.loss_mask:

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from llmlab import chat, reasoning, sft, tasks, tools
-from llmlab.checks import CourseError, check_new_tokens, check_positive_int
+from llmlab.checks import NOT_DONE, CourseError, check_new_tokens, check_positive_int, learner_call
 from llmlab.generation import few_shot_prompt, generate_batch
 from llmlab.runtime import by_mode
 from llmlab.tokenizer import course_tokenizer
@@ -467,14 +467,10 @@ def check_spelled_prompt(fn, model=None, n: int | None = None) -> bool:
     above the question, without the dictionary. Checked on a few questions, then measured on the SFT model."""
     examples = tasks.heldout_questions(5)
     for q in examples:
-        try:
-            prompt = fn(q.question)
-        except NotImplementedError:
-            print("Not done yet: find the word between the double quotes, then write ' '.join(word) above the "
-                  "question.")
-            return False
-        except Exception as error:  # the learner's code: its error in one line
-            print(f"✗ your function raised {type(error).__name__}: {error}")
+        prompt = learner_call(fn, q.question, not_done=(
+            "Not done yet: find the word between the double quotes, then write ' '.join(word) above the "
+            "question."))
+        if prompt is NOT_DONE:
             return False
         if not isinstance(prompt, str) or q.question not in prompt:
             print(f"✗ the prompt must be text that contains the question; got {prompt!r:.80}")
