@@ -48,6 +48,12 @@ def tables(results: dict) -> str:
         out.append(f"| llama.cpp on the exported GGUF against `llmlab` | {b['ratio']}× the tokens/s "
                    f"({b['tokens_per_s_llama_cpp']:,.0f} against {b['tokens_per_s_llmlab']:,.0f}) | "
                    f"aim ≥ {b['aim']:g}× |")
+    built = results.get("artifacts", {})
+    if built and all(v.get("state") == "built" for k, v in built.items() if isinstance(v, dict)):
+        slowest = max((k for k, v in built.items() if isinstance(v, dict)), key=lambda k: built[k]["seconds"])
+        out.append(f"| `make artifacts` from an empty cache: every model of the course ({len(built) - 2} artifacts) | "
+                   f"{_duration(built['total_s'])} (the longest: {slowest}, {_duration(built[slowest]['seconds'])}) "
+                   "| aim ≤ 20 min |")
     lines.append("The benchmarks `make bench` runs after the notebooks (figures from the same file):\n\n" + "\n".join(out))
     showdown = _showdown(notebooks.get("12_strawberry_showdown", {}).get("figures", {}))
     if showdown:
