@@ -17,3 +17,23 @@ def cache_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The course tokenizer (fast mode). A test module that needs another tokenizer defines its own fixture."""
+    from llmlab.tokenizer import course_tokenizer
+
+    return course_tokenizer()
+
+
+def refused_or_ok(call):
+    """call()'s result, or None when it refused with a CourseError whose message is not empty (property tests)."""
+    from llmlab.checks import CourseError
+
+    try:
+        return call()
+    except CourseError as error:
+        assert str(error).strip()
+        return None
+

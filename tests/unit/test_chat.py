@@ -6,7 +6,6 @@ import torch
 from llmlab import chat
 from llmlab.checks import CourseError
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.tokenizer import course_tokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": 'How many \'r\'s are in the word "strawberry"?'},
@@ -17,11 +16,6 @@ CONVERSATIONS = [
      {"role": "user", "content": " naïve café? 1234 — ok"},
      {"role": "assistant", "content": "\nSure: <| not a token |>"}],
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return course_tokenizer()
 
 
 def _ids(encoded):

@@ -8,14 +8,8 @@ from llmlab.checks import CourseError
 from llmlab.constrained import (JSON_ANSWER, NUMBER, NUMBER_IN_SENTENCE, Chars, Literal, Pattern,
                                 TokenConstraint, constrained_replies, parse_json_answer, to_gbnf)
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.tokenizer import course_tokenizer
 
 QUESTIONS = [q.question for q in tasks.heldout_questions(6)]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return course_tokenizer()
 
 
 @pytest.fixture(scope="module")

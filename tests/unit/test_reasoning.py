@@ -11,14 +11,8 @@ from hypothesis import strategies as st
 from llmlab import reasoning, rl, tasks
 from llmlab.checks import CourseError
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.tokenizer import course_tokenizer
 
 STRAWBERRY = tasks.STRAWBERRY
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return course_tokenizer()
 
 
 def test_the_trace_of_strawberry_by_hand():

@@ -10,12 +10,6 @@ import torch.nn.functional as F
 from llmlab import chat, rl, rlhf, tasks
 from llmlab.checks import CourseError
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.tokenizer import course_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return course_tokenizer()
 
 
 def tiny_gpt(vocab, seed=0, block_size=64):

@@ -12,11 +12,6 @@ from llmlab.tokenizer import course_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return course_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def dataset():
     return sft.sft_dataset()
 

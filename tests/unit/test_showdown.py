@@ -4,12 +4,6 @@ import torch
 from llmlab import chat, showdown, tasks, tools
 from llmlab.checks import CourseError
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.tokenizer import course_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return course_tokenizer()
 
 
 @pytest.fixture(scope="module")
