@@ -25,15 +25,3 @@ def tokenizer():
     from llmlab.tokenizer import course_tokenizer
 
     return course_tokenizer()
-
-
-def refused_or_ok(call):
-    """call()'s result, or None when it refused with a CourseError whose message is not empty (property tests)."""
-    from llmlab.checks import CourseError
-
-    try:
-        return call()
-    except CourseError as error:
-        assert str(error).strip()
-        return None
-
