@@ -1,27 +1,34 @@
 """Reasoning (notebook 11): a model that spells the word out, keeps a running count, and only then answers.
 
     model = reasoner_model()                       # artifact "reasoner" (cached, or built in a few minutes)
-    ask(model, tokenizer, "strawberry", "r")       # 's0t0r1a1w1b1e1r2r3y3, so 3'
+    ask(model, tokenizer, "strawberry", "r")       # 'st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3'
 
 The course's model sees tokens, not letters ("strawberry" is 'st' 'raw' 'berry'), so it cannot count letters
-in one step. Written out, the letters become tokens it can look at. The worked trace (`trace`) writes every
-letter followed by the count of the target letter so far, then the answer:
+in one step. Written out, the letters become tokens it can look at. The worked trace (`trace`) takes the word
+token by token: it copies the token, then writes each of its letters followed by the count of the target letter
+so far; the answer comes last:
 
-    How many 'r's are in the word "strawberry"?   ->   s0t0r1a1w1b1e1r2r3y3, so 3
+    How many 'r's are in the word "strawberry"?   ->   st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3
 
-No spaces: with the course tokenizer a bare letter and a digit are always one token each ("s" "0" "t" "0" ...),
-and the bare letter is the very token the question names the letter with ('r'); with spaces, " q" and " x"
-would be two tokens and " r" a different token from 'r'. `trace_tokens` shows the split.
+Copying first puts each token right before its letters, so spelling it is a look one step back rather than a
+search for its place in the question. No spaces: with the course tokenizer a bare letter and a digit are always
+one token each ("s" "0" "t" "0" ...), and the bare letter is the very token the question names the letter with
+('r'); with spaces, " q" and " x" would be two tokens and " r" a different token from 'r'. `trace_tokens`
+shows the split.
 
-The reasoner is built in two stages, both on TRAINING words only (`tasks.check_training_words`):
-  1. cold start: supervised fine-tuning of the "sft" model on worked traces (`cold_start_dataset`);
+The reasoner is built in two stages, on TRAINING words and made-up words only (`tasks.check_training_words`):
+  1. cold start: supervised fine-tuning of the "sft" model on worked traces (`cold_start_dataset`), over
+     training words and over made-up words glued from the vocabulary's tokens (`made_up_words`), so that every
+     token is spelled often, not only those common in dictionary words;
   2. GRPO: for each question a group of sampled traces, the reward from the grader (`reward`), advantages
      relative to the group, a clipped policy-gradient step (the pieces are `llmlab.rl`'s).
 """
 
 import json
+import random
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -35,9 +42,11 @@ from llmlab.runtime import by_mode, seed_everything
 from llmlab.tokenizer import course_tokenizer
 from llmlab.training import History, clip_gradients, load_model, save_model, train
 
-# Two tokens a letter (dictionary words have at most 12), then ", so N" and <|end|>.
-REASONING_MAX_TOKENS = 2 * 12 + 8
+# The longest trace of a dictionary word (12 letters) is 51 tokens with its answer (57 with the smaller tokenizer
+# of fast mode); then <|end|>, and slack.
+REASONING_MAX_TOKENS = 64
 ANSWER_LEAD = ", so "
+COPY, NEXT = ":", "|"  # "raw:" copies the token before its letters; "|" moves on to the next token
 _PAIR = re.compile(r"([a-z])(\d+)")
 
 
@@ -45,23 +54,36 @@ def _task(word, letter) -> tasks.LetterCount:
     return word if isinstance(word, tasks.LetterCount) and letter is None else tasks.LetterCount(word, letter)
 
 
-def trace(word, letter=None) -> str:
-    """The worked trace for "how many `letter`s in `word`?": each letter with the count so far, then the answer.
+def trace_of_pieces(pieces, letter: str) -> str:
+    """The worked trace for a word cut into pieces (its tokens), counting `letter`.
 
-    trace("strawberry", "r") == "s0t0r1a1w1b1e1r2r3y3, so 3" (a LetterCount works too: trace(task)).
+    trace_of_pieces(["st", "raw", "berry"], "r") == "st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3"
+    """
+    count, segments = 0, []
+    for piece in pieces:
+        letters = ""
+        for ch in piece:
+            count += ch == letter
+            letters += f"{ch}{count}"
+        segments.append(f"{piece}{COPY}{letters}")
+    return NEXT.join(segments) + f"{ANSWER_LEAD}{count}"
+
+
+def trace(word, letter=None, tokenizer=None) -> str:
+    """The worked trace for "how many `letter`s in `word`?", over the tokens the course tokenizer cuts it into.
+
+    trace("strawberry", "r") == "st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3" (a LetterCount works too: trace(task)).
+    Loading the course tokenizer takes a few milliseconds: pass it in a loop.
     """
     task = _task(word, letter)
-    count, parts = 0, []
-    for ch in task.word:
-        count += ch == task.letter
-        parts.append(f"{ch}{count}")
-    return "".join(parts) + f"{ANSWER_LEAD}{count}"
+    return trace_of_pieces(token_pieces(tokenizer or course_tokenizer(), task.word), task.letter)
 
 
-def max_new_tokens(word) -> int:
-    """Room for the trace of word: two tokens a letter, the answer and <|end|>."""
-    word = tasks.LetterCount(word, "a").word  # checks the word
-    return max(REASONING_MAX_TOKENS, 2 * len(word) + 8)
+def max_new_tokens(word, tokenizer=None) -> int:
+    """Room for the trace of word (checked), its answer and <|end|>, with a little slack."""
+    tokenizer = tokenizer or course_tokenizer()
+    needed = len(tokenizer.encode(trace(word, "a", tokenizer), add_special_tokens=False)) + 4
+    return max(REASONING_MAX_TOKENS, needed)
 
 
 def trace_tokens(tokenizer, text: str) -> list[str]:
@@ -74,17 +96,105 @@ def token_pieces(tokenizer, word: str) -> list[str]:
     return trace_tokens(tokenizer, tasks.LetterCount(word, "a").word)
 
 
+def made_up_words(n: int, *, seed: int = 0, max_letters: int = 14, tokenizer=None) -> list[str]:
+    """n made-up words of 3 to max_letters letters, each one to four tokens of the course vocabulary glued together
+    ('ab' 'arn' 'lex').
+
+    The cold start spells them beside the training words, so that every token of the vocabulary is spelled
+    often, not only the tokens common in dictionary words. Held-out words stay unseen: no token that is itself a
+    held-out word is used ('berry', 'straw', ...), no made-up word is a held-out word or holds one of the words
+    the course asks about by name, and each one cuts back into exactly the tokens it was glued from.
+    """
+    check_positive_int("n", n, maximum=100_000)
+    tokenizer = tokenizer or course_tokenizer()
+    held_out = set(tasks.word_split().held_out)
+    pool = sorted({piece for piece in (tokenizer.decode([i]) for i in range(len(tokenizer)))
+                   if re.fullmatch(r"[a-z]+", piece) and piece not in held_out})
+    rng, words = random.Random(seed), set()
+    for _ in range(100 * n):
+        if len(words) == n:
+            break
+        pieces = [rng.choice(pool) for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))]
+        word = "".join(pieces)
+        if (3 <= len(word) <= max_letters and word not in held_out and not any(w in word for w in tasks.NAMED_WORDS)
+                and token_pieces(tokenizer, word) == pieces):
+            words.add(word)
+    return sorted(words)
+
+
+def rare_token_questions(words, questions, minimum: int, *, seed: int = 0, tokenizer=None) -> list[tasks.LetterCount]:
+    """Extra questions over words, so that every token the words hold is spelled in at least `minimum` questions
+    (counting those given).
+
+    A token sits in many made-up words unless it is a held-out word itself ('berry', 'box', 'self'): those, and
+    tokens rare in dictionary words, are met in few questions. The words that hold such a token are asked again,
+    in turn, each about a letter drawn at random (one time in four a letter the word lacks).
+    """
+    check_positive_int("minimum", minimum, minimum=0)
+    tokenizer = tokenizer or course_tokenizer()
+    pieces = {w: set(token_pieces(tokenizer, w)) for w in {*words, *(q.word for q in questions)}}
+    holders: dict[str, list[str]] = {}
+    for word in dict.fromkeys(words):
+        for piece in sorted(pieces[word]):
+            holders.setdefault(piece, []).append(word)
+    seen = Counter(piece for q in questions for piece in pieces[q.word])
+    rng, extra = random.Random(seed), []
+    for piece in sorted(holders):
+        for i in range(max(0, minimum - seen[piece])):
+            word = holders[piece][i % len(holders[piece])]
+            lacks = sorted(set(tasks.LETTERS) - set(word))
+            letter = rng.choice(lacks) if rng.random() < 0.25 and lacks else rng.choice(sorted(set(word)))
+            extra.append(tasks.LetterCount(word, letter))
+    return extra
+
+
 # --- reading and grading a completion ------------------------------------------------------------------------
+
+def _segments(completion) -> list[tuple[str, str]]:
+    """(copied token, its letters and counts) for each segment of a trace, before the answer."""
+    body = completion.split(",")[0].lower()
+    return [tuple(part.split(COPY, 1)) if COPY in part else ("", part) for part in body.split(NEXT)]
+
 
 def read_trace(completion) -> tuple[str, list[int]]:
     """(the letters spelled, the running counts written) of a completion's trace, the part before the answer.
 
+    The copied tokens are not letters spelled: "st:s0t0|raw:r1a1w1" reads as ("straw", [0, 0, 1, 1, 1]).
     A completion that is not a trace at all reads as ("", []): it is graded, never crashes the grader.
     """
     if not isinstance(completion, str):
         return "", []
-    pairs = _PAIR.findall(completion.split(",")[0].lower())
+    pairs = [pair for _, spelled in _segments(completion) for pair in _PAIR.findall(spelled)]
     return "".join(p[0] for p in pairs), [int(p[1]) for p in pairs]
+
+
+SLIPS = ("copied a wrong token", "misspelled a token", "miscounted", "answered off its count")
+
+
+def first_slip(tokenizer, task: tasks.LetterCount, completion) -> str:
+    """Where a trace first went wrong, reading it token by token: "" (nowhere), or one of SLIPS.
+
+    A token copied wrong (or a token left out or added) comes first, then a wrong spelling of a token copied
+    right, then a wrong running count; a trace right all the way can still end on another answer.
+    """
+    if not isinstance(completion, str):
+        return SLIPS[0]
+    segments = _segments(completion)
+    count = 0
+    for i, piece in enumerate(token_pieces(tokenizer, task.word)):
+        copied, spelled = segments[i] if i < len(segments) else ("", "")
+        if copied != piece:
+            return SLIPS[0]
+        pairs = _PAIR.findall(spelled)
+        if "".join(p[0] for p in pairs) != piece:
+            return SLIPS[1]
+        for ch, written in pairs:
+            count += ch == task.letter
+            if int(written) != count:
+                return SLIPS[2]
+    if len(segments) != len(token_pieces(tokenizer, task.word)):
+        return SLIPS[0]
+    return "" if task.grade(completion) else SLIPS[3]
 
 
 def answer_correct(task: tasks.LetterCount, completion) -> bool:
@@ -143,16 +253,17 @@ def question(word, letter) -> tasks.LetterCount:
 PROMPT_ROOM = 48  # tokens kept for the question in the context window (a 40-letter word's question fits)
 
 
-def room(model, words=()) -> int:
+def room(model, words=(), tokenizer=None) -> int:
     """max_new_tokens for the traces of words: what they need, within the model's context window."""
-    needed = max([REASONING_MAX_TOKENS] + [max_new_tokens(w) for w in words])
+    tokenizer = tokenizer or (course_tokenizer() if words else None)
+    needed = max([REASONING_MAX_TOKENS] + [max_new_tokens(w, tokenizer) for w in words])
     return max(1, min(needed, model.config.block_size - PROMPT_ROOM))
 
 
 def replies(model, tokenizer, questions, *, temperature: float = 0.0, generator=None) -> list[str]:
     """The model's replies to letter-count questions, with room for each trace (greedy by default)."""
     questions = list(questions)
-    room_ = room(model, {q.word for q in questions})
+    room_ = room(model, {q.word for q in questions}, tokenizer)
     return sft.replies(model, tokenizer, [q.question for q in questions], max_new_tokens=room_,
                        temperature=temperature, generator=generator)
 
@@ -165,7 +276,7 @@ def ask(model, tokenizer, word, letter, *, temperature: float = 0.0, generator=N
 def stream_answer(model, tokenizer, word, letter, *, temperature: float = 0.0, generator=None):
     """Yield the reply to the question piece by piece, as the model writes it."""
     task = question(word, letter)
-    yield from sft.stream_reply(model, tokenizer, task.question, max_new_tokens=room(model, [task.word]),
+    yield from sft.stream_reply(model, tokenizer, task.question, max_new_tokens=room(model, [task.word], tokenizer),
                                 temperature=temperature, generator=generator)
 
 
@@ -182,16 +293,20 @@ def verdict(task: tasks.LetterCount, completion: str) -> str:
 
 REASONER_CONFIG = {
     "cold_start": {
-        "questions": by_mode(full=16000, fast=48),  # over training words, balanced over the count 0 / 1 / 2 / 3+
-        "training": {"max_steps": by_mode(full=2600, fast=6), "batch_size": 2, "learning_rate": 2e-3,
+        # questions balanced over the count 0 / 1 / 2 / 3+, over training words and over made-up words
+        "questions": by_mode(full=16000, fast=32), "made_up_questions": by_mode(full=8000, fast=16),
+        "made_up_words": by_mode(full=4000, fast=50), "made_up_seed": 5,
+        "token_minimum": by_mode(full=32, fast=2),  # then training words asked again until every token they hold
+                                                    # is spelled in this many questions (`rare_token_questions`)
+        "training": {"max_steps": by_mode(full=4000, fast=6), "batch_size": 2, "learning_rate": 2e-3,
                      "min_lr": 2e-4, "warmup_steps": by_mode(full=20, fast=1), "betas": [0.9, 0.99],
-                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=650, fast=3),
+                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=1000, fast=3),
                      "eval_rows": None},
-        "count_weight": 1.0,  # > 1: each count digit weighs more than a letter in the loss (1: plain SFT loss)
+        "count_weight": 3.0,  # each count digit weighs three times a letter or a copied token in the loss
         "seed": 11,
     },
     "grpo": {
-        "questions": by_mode(full=4000, fast=16), "steps": by_mode(full=30, fast=2),
+        "questions": by_mode(full=4000, fast=16), "steps": by_mode(full=20, fast=2),
         "prompts_per_step": by_mode(full=16, fast=2), "group_size": by_mode(full=8, fast=4),
         "temperature": 1.0, "learning_rate": 5e-5, "clip": 0.2, "kl": 0.0, "epochs": 1,
         "kl_every": by_mode(full=5, fast=1), "eval_every": by_mode(full=10, fast=1), "seed": 12,
@@ -200,16 +315,25 @@ REASONER_CONFIG = {
 }
 
 
-def cold_start_dataset(config: dict = REASONER_CONFIG):
-    """Letter-count questions over TRAINING words answered with their worked trace: a `datasets.Dataset`."""
+def cold_start_dataset(config: dict = REASONER_CONFIG, tokenizer=None):
+    """Letter-count questions over TRAINING words and made-up words answered with their worked trace: a
+    `datasets.Dataset` (the column "made_up" says which)."""
     from datasets import Dataset
 
     c = config["cold_start"]
+    tokenizer = tokenizer or course_tokenizer()
     questions = tasks.letter_count_questions(tasks.word_split().train, c["questions"], seed=c["seed"])
-    tasks.check_training_words([q.word for q in questions])
+    made_up = tasks.letter_count_questions(made_up_words(c["made_up_words"], seed=c["made_up_seed"],
+                                                         tokenizer=tokenizer),
+                                           c["made_up_questions"], seed=c["seed"] + 1)
+    questions += rare_token_questions(tasks.word_split().train, questions + made_up, c["token_minimum"],
+                                      seed=c["seed"] + 2, tokenizer=tokenizer)
+    tasks.check_training_words([q.word for q in questions + made_up])
     return Dataset.from_list([
-        {"messages": [{"role": "user", "content": q.question}, {"role": "assistant", "content": trace(q)}],
-         "word": q.word, "letter": q.letter, "count": q.answer} for q in questions])
+        {"messages": [{"role": "user", "content": q.question},
+                      {"role": "assistant", "content": trace(q, tokenizer=tokenizer)}],
+         "word": q.word, "letter": q.letter, "count": q.answer, "made_up": i >= len(questions)}
+        for i, q in enumerate(questions + made_up)])
 
 
 class AnswerLoss(torch.nn.Module):
@@ -251,7 +375,7 @@ def cold_start(model, tokenizer, config: dict = REASONER_CONFIG, *, eval_questio
     """Supervised fine-tuning of model (in place) on worked traces: (History, held-out accuracy by step)."""
     c = config["cold_start"]
     seed_everything(c["seed"])
-    examples = [e for e in sft.encode_dataset(cold_start_dataset(config), tokenizer)
+    examples = [e for e in sft.encode_dataset(cold_start_dataset(config, tokenizer), tokenizer)
                 if len(e.ids) <= model.config.block_size + 1]  # all fit the course model; fast mode's is tiny
     rows = sft.row_batches(examples, model.config.block_size, c["training"]["batch_size"], answer_only=True,
                            pad_id=tokenizer.eos_token_id, seed=c["seed"])
@@ -427,17 +551,16 @@ def accuracy_by(questions, completions, key, name: str):
     return table
 
 
-def token_spelling(tokenizer, questions, completions, training_words) -> "pd.DataFrame":
-    """One row per token of each held-out word: was it spelled right in the trace, and how often the cold start
-    and GRPO saw that token in a training word.
+def token_spelling(tokenizer, questions, completions, words) -> "pd.DataFrame":
+    """One row per token of each held-out word: was it spelled right in the trace, and how many of `words` (the
+    words the cold start asked about) hold that token.
 
     Tokens are read left to right up to the first wrong letter: the tokens before it were spelled right, the
     one that holds it was spelled wrong, and those after it are not judged (the trace had lost its place).
     """
     import pandas as pd
-    from collections import Counter
 
-    seen = Counter(piece for word in set(training_words) for piece in token_pieces(tokenizer, word))
+    seen = Counter(piece for word in set(words) for piece in token_pieces(tokenizer, word))
     rows = []
     for q, completion in zip(questions, completions):
         letters, _ = read_trace(completion)
@@ -445,7 +568,7 @@ def token_spelling(tokenizer, questions, completions, training_words) -> "pd.Dat
         for piece in token_pieces(tokenizer, q.word):
             end = start + len(piece)
             right = letters[start:end] == piece
-            rows.append({"token": piece, "word": q.word, "spelled right": right, "seen in training words": seen[piece]})
+            rows.append({"token": piece, "word": q.word, "spelled right": right, "words holding it": seen[piece]})
             if not right:
                 break
             start = end
@@ -462,19 +585,22 @@ def strawberry_samples(model, tokenizer, n: int = 20, *, temperature: float = 0.
 # --- exercise ----------------------------------------------------------------------------------------------------
 
 def check_trace(fn) -> bool:
-    """Exercise: fn(word, letter) writes the worked trace ("s0t0r1a1w1b1e1r2r3y3, so 3"). Checked on words with
-    the letter at the start, the end, doubled, and absent."""
+    """Exercise: fn(pieces, letter) writes the worked trace of a word cut into its tokens
+    (fn(["st", "raw", "berry"], "r") == "st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3"). Checked on words with the
+    letter at the start, the end, doubled, and absent, cut as the course tokenizer cuts them."""
+    tokenizer = course_tokenizer()
     cases = [("strawberry", "r"), ("banana", "a"), ("cat", "z"), ("bookkeeper", "e"), ("mississippi", "s"),
              ("apple", "a"), ("letter", "r")]
     for word, letter in cases:
-        got = learner_call(fn, word, letter, not_done=(
-            "Not done yet: walk through the word, add 1 to a counter at each target letter, write each letter "
-            "followed by the counter, then ', so ' and the final count."))
+        pieces = token_pieces(tokenizer, word)
+        got = learner_call(fn, list(pieces), letter, not_done=(
+            "Not done yet: for each piece write the piece and ':', then each of its letters followed by a counter "
+            "that goes up by 1 at each target letter; join the pieces with '|', then ', so ' and the final count."))
         if got is NOT_DONE:
             return False
-        want = trace(word, letter)
+        want = trace(word, letter, tokenizer)
         if got != want:
-            print(f"✗ for ({word!r}, {letter!r}) you give {got!r:.60}; it should be {want!r}")
+            print(f"✗ for ({pieces!r}, {letter!r}) you give {got!r:.70}; it should be {want!r}")
             return False
     print(f"✓ your trace matches llmlab's on {len(cases)} questions")
     return True

@@ -15,40 +15,73 @@ from llmlab.gpt import GPT, GPTConfig
 STRAWBERRY = tasks.STRAWBERRY
 
 
+RIGHT = "st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3"  # strawberry, cut as the full course tokenizer cuts it
+
+
 def test_the_trace_of_strawberry_by_hand():
-    assert reasoning.trace("strawberry", "r") == "s0t0r1a1w1b1e1r2r3y3, so 3"
-    assert reasoning.trace(STRAWBERRY) == reasoning.trace("strawberry", "r")
-    assert reasoning.trace("Banana", "A") == "b0a1n1a2n2a3, so 3"
-    assert reasoning.trace("cat", "z") == "c0a0t0, so 0"
+    assert reasoning.trace_of_pieces(["st", "raw", "berry"], "r") == RIGHT
+    assert reasoning.trace_of_pieces(["ban", "ana"], "a") == "ban:b0a1n1|ana:a2n2a3, so 3"
+    assert reasoning.trace_of_pieces(["cat"], "z") == "cat:c0a0t0, so 0"
 
 
-def test_every_letter_and_every_count_is_one_token_and_the_letter_is_the_questions_token(tokenizer):
+def test_the_trace_copies_the_tokenizers_own_pieces(tokenizer):
+    pieces = reasoning.token_pieces(tokenizer, "strawberry")
+    assert "".join(pieces) == "strawberry"
+    assert reasoning.trace("strawberry", "r") == reasoning.trace_of_pieces(pieces, "r")
+    assert reasoning.trace(STRAWBERRY) == reasoning.trace("Strawberry", "R")
+
+
+def test_every_copied_token_letter_and_count_is_one_token_and_the_letter_is_the_questions_token(tokenizer):
     words = tasks.word_split().train[:300] + ("quixotic", "xylophone", "jazz")
     for word in words:
         letter = word[len(word) // 2]
-        pieces = reasoning.trace_tokens(tokenizer, reasoning.trace(word, letter))
-        spelled = pieces[:2 * len(word)]
-        assert "".join(spelled[0::2]) == word and all(len(p) == 1 for p in spelled), (word, pieces)
-        assert [int(p) for p in spelled[1::2]] == [word[:i + 1].count(letter) for i in range(len(word))]
+        pieces = reasoning.token_pieces(tokenizer, word)
+        got = reasoning.trace_tokens(tokenizer, reasoning.trace(word, letter, tokenizer))
+        want, count = [], 0
+        for i, piece in enumerate(pieces):
+            want += [piece, ":"]
+            for ch in piece:
+                count += ch == letter
+                want += [ch, str(count)]
+            want += ["|"] if i < len(pieces) - 1 else []
+        assert got[:len(want)] == want, (word, got)  # the copy is the question's own token, re-cut the same
         assert letter in reasoning.trace_tokens(tokenizer, tasks.LetterCount(word, letter).question)
     assert len(reasoning.trace_tokens(tokenizer, " q")) == 2 or tokenizer.vocab_size < 4096  # why no spaces
 
 
 def test_reading_a_trace():
-    assert reasoning.read_trace("s0t0r1a1w1b1e1r2r3y3, so 3") == ("strawberry", [0, 0, 1, 1, 1, 1, 1, 2, 3, 3])
-    assert reasoning.read_trace("S0T0R1, so 1") == ("str", [0, 0, 1])
-    for junk in ("", "There are 3 'r's.", None, 42, "s0t0, so"):
+    assert reasoning.read_trace(RIGHT) == ("strawberry", [0, 0, 1, 1, 1, 1, 1, 2, 3, 3])
+    assert reasoning.read_trace("S:S0|TR:T0R1, so 1") == ("str", [0, 0, 1])
+    assert reasoning.read_trace("s0t0r1, so 1") == ("str", [0, 0, 1])  # no copies: the letters still read
+    for junk in ("", "There are 3 'r's.", None, 42, "s0t0, so", "::||:", "a1:b2|c3"):
         letters, counts = reasoning.read_trace(junk)
         assert len(letters) == len(counts)
 
 
+def test_where_a_trace_first_slipped(tokenizer):
+    task = tasks.LetterCount("strawberry", "r")
+    pieces = reasoning.token_pieces(tokenizer, "strawberry")
+    right = reasoning.trace_of_pieces(pieces, "r")
+    assert reasoning.first_slip(tokenizer, task, right) == ""
+    wrong_copy = reasoning.trace_of_pieces(["x", *pieces[1:]], "r")
+    assert reasoning.first_slip(tokenizer, task, wrong_copy) == "copied a wrong token"
+    assert reasoning.first_slip(tokenizer, task, reasoning.trace_of_pieces(pieces[:-1], "r")) == "copied a wrong token"
+    misspelled = right.replace(f"{pieces[0]}:{pieces[0][0]}", f"{pieces[0]}:q", 1)
+    assert reasoning.first_slip(tokenizer, task, misspelled) == "misspelled a token"
+    miscounted = reasoning.trace_of_pieces(pieces, "r").replace("r1", "r2", 1)
+    assert reasoning.first_slip(tokenizer, task, miscounted) == "miscounted"
+    assert reasoning.first_slip(tokenizer, task, right[:-1] + "4") == "answered off its count"
+    for junk in (None, "", "3", "so 3"):
+        assert reasoning.first_slip(tokenizer, task, junk) in reasoning.SLIPS + ("",)
+
+
 @pytest.mark.parametrize("completion, right", [
-    ("s0t0r1a1w1b1e1r2r3y3, so 3", True),
-    ("s0t0r1a1w1b1e1r2r3y3, so three", True),  # a number word
-    ("s0t0r1a1w1b1e1r2r3y3, so 2 or 3", True),  # several numbers: the last one counts
-    ("s0t0r1a1w1b1e1r2r3y3, so 3 or 2", False),
-    ("s0t0r1a1w1b1e1r2r3y3", False),  # no number at all: the counts glued to letters are not answers
-    ("s0t0r1a1w1b1e1r2r3y3, so -3", False),
+    ("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3", True),
+    ("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so three", True),  # a number word
+    ("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 2 or 3", True),  # several numbers: the last one counts
+    ("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so 3 or 2", False),
+    ("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3", False),  # no number at all: the counts glued to letters are not answers
+    ("st:s0t0|raw:r1a1w1|berry:b1e1r2r3y3, so -3", False),
     ("", False),
     ("3", True),
 ])
@@ -67,26 +100,26 @@ def test_the_grader_never_crashes_on_what_is_not_text():
 def test_spelling_and_consistency_by_hand():
     right = reasoning.trace(STRAWBERRY)
     assert reasoning.spelling_correct(STRAWBERRY, right) and reasoning.counts_consistent(STRAWBERRY, right)
-    other = "s0t0r1a1w1p1e1r2r3y3, so 3"  # 'b' written as 'p': not the target letter
+    other = "st:s0t0|raw:r1a1w1|berry:p1e1r2r3y3, so 3"  # 'b' written as 'p': not the target letter
     assert not reasoning.spelling_correct(STRAWBERRY, other) and reasoning.counts_consistent(STRAWBERRY, other)
     assert reasoning.wrong_letters(STRAWBERRY, other) == "other letters"
     assert reasoning.wrong_letters(STRAWBERRY, right) == ""
-    target = "s0t0r1a1w1b1e1r2y2, so 2"  # one 'r' lost
+    target = "st:s0t0|raw:r1a1w1|berry:b1e1r2y2, so 2"  # one 'r' lost
     assert reasoning.wrong_letters(STRAWBERRY, target) == "target letter"
-    lucky = "s0t0r1a1w1b1e1r2y2, so 3"  # an 'r' lost: the answer does not follow from the trace
+    lucky = "st:s0t0|raw:r1a1w1|berry:b1e1r2y2, so 3"  # an 'r' lost: the answer does not follow from the trace
     assert reasoning.answer_correct(STRAWBERRY, lucky) and not reasoning.counts_consistent(STRAWBERRY, lucky)
-    assert not reasoning.counts_consistent(STRAWBERRY, "s0t0r0a0w0b0e0r0r0y0, so 0")
+    assert not reasoning.counts_consistent(STRAWBERRY, "st:s0t0|raw:r0a0w0|berry:b0e0r0r0y0, so 0")
 
 
 def test_the_reward_of_a_right_trace_is_one_and_of_a_right_answer_after_a_misspelling_too():
     """The notebook's decision: the reward is the grader's. A misspelled trace with the right count earns 1."""
     assert reasoning.reward(STRAWBERRY, reasoning.trace(STRAWBERRY)) == 1.0
-    assert reasoning.reward(STRAWBERRY, "s0t0r1a1w1p1e1r2r3y3, so 3") == 1.0
-    assert reasoning.reward(STRAWBERRY, "s0t0r1a1w1b1e1r2y2, so 2") == 0.0
+    assert reasoning.reward(STRAWBERRY, "st:s0t0|raw:r1a1w1|berry:p1e1r2r3y3, so 3") == 1.0
+    assert reasoning.reward(STRAWBERRY, "st:s0t0|raw:r1a1w1|berry:b1e1r2y2, so 2") == 0.0
 
 
 def test_a_group_whose_rewards_are_equal_has_zero_advantage():
-    completions = ["s0t0r1a1w1b1e1r2r3y3, so 3", "s0t0r1a1w1b1e1r2r3y3, so three", "nope, so 2", "so 0"]
+    completions = [RIGHT, RIGHT.replace("so 3", "so three"), "nope, so 2", "so 0"]
     rewards = [reasoning.reward(STRAWBERRY, c) for c in completions]
     assert rewards == [1.0, 1.0, 0.0, 0.0]
     advantages = rl.group_advantages(rewards, 2)
@@ -95,14 +128,14 @@ def test_a_group_whose_rewards_are_equal_has_zero_advantage():
     assert mixed[0] > 0 > mixed[1] and mixed[3] > 0 > mixed[2]
 
 
-def test_held_out_words_never_reach_a_training_set():
+def test_held_out_words_never_reach_a_training_set(tokenizer):
     held_out = set(tasks.word_split().held_out)
     data = reasoning.cold_start_dataset()
     assert data["word"] and not set(data["word"]) & held_out
     questions = reasoning.grpo_questions()
     assert questions and not {q.word for q in questions} & held_out
     for row in data:
-        assert row["messages"][-1]["content"] == reasoning.trace(row["word"], row["letter"])
+        assert row["messages"][-1]["content"] == reasoning.trace(row["word"], row["letter"], tokenizer)
     with pytest.raises(CourseError, match="held-out"):
         tasks.check_training_words(list(data["word"]) + ["strawberry"])
 
@@ -117,9 +150,21 @@ def test_bad_questions_are_refused_in_one_sentence(word, letter):
 def test_room_for_the_trace_grows_with_the_word(tokenizer):
     assert reasoning.max_new_tokens("cat") == reasoning.REASONING_MAX_TOKENS
     assert reasoning.max_new_tokens("a" * 40) >= 2 * 40 + 4
-    longest = max(len(tokenizer.encode(reasoning.trace(w, w[0]), add_special_tokens=False))
+    longest = max(len(tokenizer.encode(reasoning.trace(w, w[0], tokenizer), add_special_tokens=False))
                   for w in tasks.dictionary_words() if len(w) >= 11)
     assert reasoning.REASONING_MAX_TOKENS >= longest + 1  # room for the longest dictionary word's trace and <|end|>
+
+
+def test_made_up_words_hold_no_held_out_word_and_cut_back_into_their_tokens(tokenizer):
+    words = reasoning.made_up_words(300, seed=3)
+    assert len(words) == 300 and words == reasoning.made_up_words(300, seed=3)
+    held_out = set(tasks.word_split().held_out)
+    tasks.check_training_words(words)
+    for word in words:
+        pieces = reasoning.token_pieces(tokenizer, word)
+        assert 3 <= len(word) <= 14 and 1 <= len(pieces) <= 4
+        assert not any(piece in held_out for piece in pieces), word  # no held-out word as a token, e.g. 'berry'
+        assert not any(named in word for named in tasks.NAMED_WORDS), word
 
 
 def _tiny_model(tokenizer, seed=0):
@@ -205,3 +250,33 @@ def test_any_question_is_a_trace_or_a_course_error(word, letter):
     text = reasoning.trace(task)
     assert reasoning.spelling_correct(task, text) and reasoning.counts_consistent(task, text)
     assert reasoning.reward(task, text) == 1.0
+
+
+def test_the_exercise_checker_takes_the_solution_and_refuses_a_slip(capsys):
+    assert reasoning.check_trace(reasoning.trace_of_pieces) is True
+    assert "✓" in capsys.readouterr().out
+
+    def no_copies(pieces, letter):  # the old format: letters and counts without the copied tokens
+        return reasoning.trace_of_pieces(["".join(pieces)], letter).split(":", 1)[1]
+
+    assert reasoning.check_trace(no_copies) is False
+    assert "✗" in capsys.readouterr().out
+
+    def not_done(pieces, letter):
+        raise NotImplementedError
+
+    assert reasoning.check_trace(not_done) is False
+    assert "Not done yet" in capsys.readouterr().out
+
+
+def test_rare_tokens_are_asked_about_until_each_is_spelled_often_enough(tokenizer):
+    words = list(tasks.word_split().train[:200])
+    given = tasks.letter_count_questions(words, 40, seed=1)
+    extra = reasoning.rare_token_questions(words, given, 3, seed=2, tokenizer=tokenizer)
+    assert extra and {q.word for q in extra} <= set(words)
+    held = [q for q in given + extra]
+    for word in words:
+        for piece in reasoning.token_pieces(tokenizer, word):
+            assert sum(piece in reasoning.token_pieces(tokenizer, q.word) for q in held) >= 3, piece
+    assert any(q.answer == 0 for q in extra) and any(q.answer > 0 for q in extra)
+    assert reasoning.rare_token_questions(words, given + extra, 3, seed=2, tokenizer=tokenizer) == []
