@@ -102,7 +102,7 @@ def made_up_words(n: int, *, seed: int = 0, max_letters: int = 14, tokenizer=Non
 
     The cold start spells them beside the training words, so that every token of the vocabulary is spelled
     often, not only the tokens common in dictionary words. Held-out words stay unseen: no token that is itself a
-    held-out word is used ('berry', 'straw', ...), no made-up word is a held-out word or holds one of the words
+    held-out word is used ('berry', 'self', ...), no made-up word is a held-out word or holds one of the words
     the course asks about by name, and each one cuts back into exactly the tokens it was glued from.
     """
     check_positive_int("n", n, maximum=100_000)
