@@ -25,3 +25,21 @@ def tokenizer():
     from llmlab.tokenizer import course_tokenizer
 
     return course_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def refused_or_ok():
+    """call(fn): fn's result, or None when it refused with a CourseError, whose message must not be empty.
+
+    A fixture, not an importable helper: `import conftest` would find tests/browser/conftest.py first when the
+    whole suite is collected. Session-scoped, so hypothesis's @given tests may take it."""
+    from llmlab.checks import CourseError
+
+    def call(fn):
+        try:
+            return fn()
+        except CourseError as error:
+            assert str(error).strip()
+            return None
+
+    return call

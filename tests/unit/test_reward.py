@@ -216,17 +216,9 @@ FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChec
 ANY_TEXT = st.one_of(st.text(max_size=60), st.none(), st.integers(), st.sampled_from(["", " ", "<|end|>", "🍓", Q.question]))
 
 
-def refused_or_ok(call):
-    try:
-        return call()
-    except CourseError as error:
-        assert str(error).strip()
-        return None
-
-
 @FEW
 @given(prompt=ANY_TEXT, a=ANY_TEXT, b=ANY_TEXT)
-def test_the_labeler_answers_or_refuses_any_input(prompt, a, b):
+def test_the_labeler_answers_or_refuses_any_input(prompt, a, b, refused_or_ok):
     labeler = reward.Labeler()
     choice = refused_or_ok(lambda: labeler.prefer(prompt, a, b))
     assert choice in (None, 0, 1)
@@ -237,7 +229,7 @@ def test_the_labeler_answers_or_refuses_any_input(prompt, a, b):
 @FEW
 @given(d=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.none(), st.text(max_size=3)),
        bias=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()))
-def test_labeler_settings_are_checked(d, bias):
+def test_labeler_settings_are_checked(d, bias, refused_or_ok):
     made = refused_or_ok(lambda: reward.Labeler(disagreement=d, length_bias=bias))
     if made is not None:
         assert 0 <= made.disagreement <= 0.5 and 0 <= made.length_bias <= 10
@@ -252,7 +244,7 @@ def tiny_rm(tokenizer):
 
 @FEW
 @given(prompt=ANY_TEXT, completion=ANY_TEXT)
-def test_score_gives_a_finite_reward_or_refuses(tiny_rm, prompt, completion):
+def test_score_gives_a_finite_reward_or_refuses(tiny_rm, prompt, completion, refused_or_ok):
     got = refused_or_ok(lambda: tiny_rm.score([prompt], [completion], report=False))
     if got is not None:
         assert got.shape == (1,) and torch.isfinite(got).all()
@@ -262,7 +254,7 @@ def test_score_gives_a_finite_reward_or_refuses(tiny_rm, prompt, completion):
 @given(rows=st.one_of(st.none(), st.text(max_size=5), st.integers(), st.lists(st.one_of(st.none(), st.integers(),
        st.fixed_dictionaries({"prompt": st.just(Q.question), "chosen": st.just("1"), "rejected": st.just("2")})),
        max_size=3)))
-def test_a_labeling_session_takes_pairs_or_refuses(rows):
+def test_a_labeling_session_takes_pairs_or_refuses(rows, refused_or_ok):
     session = refused_or_ok(lambda: reward.LabelingSession(rows, reward.Labeler()))
     if session is not None:
         assert session.current is not None and "0 of" in session.summary()
