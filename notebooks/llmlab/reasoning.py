@@ -179,9 +179,9 @@ def first_slip(tokenizer, task: tasks.LetterCount, completion) -> str:
     """
     if not isinstance(completion, str):
         return SLIPS[0]
-    segments = _segments(completion)
+    segments, pieces = _segments(completion), token_pieces(tokenizer, task.word)
     count = 0
-    for i, piece in enumerate(token_pieces(tokenizer, task.word)):
+    for i, piece in enumerate(pieces):
         copied, spelled = segments[i] if i < len(segments) else ("", "")
         if copied != piece:
             return SLIPS[0]
@@ -192,7 +192,7 @@ def first_slip(tokenizer, task: tasks.LetterCount, completion) -> str:
             count += ch == task.letter
             if int(written) != count:
                 return SLIPS[2]
-    if len(segments) != len(token_pieces(tokenizer, task.word)):
+    if len(segments) != len(pieces):
         return SLIPS[0]
     return "" if task.grade(completion) else SLIPS[3]
 
