@@ -10,8 +10,13 @@ One step, repeated:
 
 Every eval_interval steps the model is scored on validation rows it never trains on, and the loss plot and the
 progress bar are updated. Checkpoints are plain safetensors files plus a JSON config, readable by any tool.
+
+Speed without changing the steps: AdamW fused into one kernel per tensor; where TrainConfig asks for it and the
+machine allows it, the forward pass in bfloat16 (`bfloat16`) and the model compiled into fused kernels
+(`compile`). `llmlab.pretraining.trainer_speed` measures what they buy on the base model (notebook 06).
 """
 
+import itertools
 import json
 import math
 import numbers
@@ -27,6 +32,7 @@ from llmlab.progress import progress_bar as tqdm  # a widget live, a final text 
 
 from llmlab.checks import CourseError, check_number, check_positive_int
 from llmlab.gpt import GPT, GPTConfig
+from llmlab.runtime import native_bfloat16
 
 
 @dataclass
@@ -41,6 +47,8 @@ class TrainConfig:
     grad_clip: float | None = 1.0  # the largest gradient norm a step may take; None: no clipping at all
     eval_interval: int = 250
     eval_rows: int | None = None  # validation rows scored at each evaluation (None: all); all again at the end
+    bfloat16: bool = False  # forward pass in bfloat16 (autocast) where the CPU multiplies it in hardware
+    compile: bool = False  # torch.compile the model first (under a minute, once) where this machine can
 
     def __post_init__(self):
         """Refuse settings that would train silently wrong (a negative clip flips every gradient)."""
@@ -61,6 +69,9 @@ class TrainConfig:
                 raise CourseError(f"grad_clip must be a number > 0 (1.0 is usual), or None for no clipping, "
                                   f"not {self.grad_clip!r}") from None
         check_positive_int("eval_interval", self.eval_interval)
+        for name in ("bfloat16", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise CourseError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.eval_rows is not None:
             check_positive_int("eval_rows", self.eval_rows)
 
@@ -98,18 +109,20 @@ def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
     return total
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = True) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight matrices and embeddings only.
 
     Decay pulls weights towards zero; a bias or a norm's gain has no reason to be small, so they are left out.
+    fused=False takes torch's default path on a CPU instead (pretraining.trainer_speed compares the two).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # fused=False: the fused kernel is a GPU speed-up; the default (foreach) path is the fast one on a CPU
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, fused=False)
+    # fused: one kernel per tensor for the whole update. On a CPU torch's default is a loop of small operations
+    # per tensor, 14 % of the time of a step of rows of 2 on the base model.
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, fused=fused)
 
 
 @torch.no_grad()
@@ -150,7 +163,8 @@ class History:
     val_loss: dict[str, list[float]] = field(default_factory=dict)  # per validation set, on its first eval_rows
     final_val_loss: dict[str, float] = field(default_factory=dict)  # per validation set, on every row, at the end
     tokens_seen: int = 0
-    train_seconds: float = 0.0  # time spent on training steps (evaluations not counted)
+    train_seconds: float = 0.0  # time spent on training steps (evaluations and compiling not counted)
+    compile_seconds: float = 0.0  # torch.compile's one-off cost (config.compile)
     wall_seconds: float = 0.0
 
     @property
@@ -171,6 +185,52 @@ class History:
         return cls(**data)
 
 
+def mixed_precision(model, enabled: bool):
+    """A context for the forward pass: bfloat16 autocast when enabled and the hardware has it, else nothing.
+
+    Autocast runs matrix products in bfloat16 (half the bytes, and Intel AMX multiplies them natively) and keeps
+    what needs the range in float32: the softmax, the layer norms, the loss, the weights and their gradients.
+    """
+    device = next(model.parameters()).device
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else native_bfloat16()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native)
+
+
+def compiled(model, example: tuple[torch.Tensor, torch.Tensor], autocast):
+    """model through torch.compile, tried on one example step; model itself where compiling fails here.
+
+    Compiling fuses the hundreds of small operations of a step (casts, GELU, the loss) into a few C++ kernels.
+    On a CPU it needs a C++ compiler; where there is none the course trains without it, a little slower.
+    """
+    fast = torch.compile(model)
+    try:
+        with autocast:
+            _, loss = fast(*example)
+        loss.backward()  # compiles the backward pass too
+    except Exception as error:  # no compiler, an unsupported platform: say so in one line and go on
+        print(f"torch.compile does not work here ({type(error).__name__}: {str(error).strip()[:120]}); "
+              "training without it.")
+        fast = model
+    model.zero_grad(set_to_none=True)
+    return fast
+
+
+def training_step(forward, optimizer, batch: tuple[torch.Tensor, torch.Tensor], autocast,
+                  grad_clip: float | None) -> tuple[float, float]:
+    """One update: the loss of the batch, its gradients, clipped, one optimizer step. Returns (loss, grad norm).
+
+    forward is the model, or the model compiled; autocast a context from mixed_precision.
+    """
+    with autocast:
+        _, loss = forward(*batch)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = clip_gradients(params, grad_clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), float(grad_norm)
+
+
 def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], config: TrainConfig, *,
           val_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, plot=None,
           on_eval: Callable[[int, torch.nn.Module, "History"], None] | None = None, progress: bool = True,
@@ -185,8 +245,15 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
     val_sets = val_sets or {}
     history = History(val_loss={name: [] for name in val_sets})
     optimizer = make_optimizer(model, config)
+    autocast = mixed_precision(model, config.bfloat16)  # evaluations stay in float32: the numbers we report
     model.train()
     start = time.perf_counter()
+    forward = model
+    if config.compile:
+        first = next(train_batches)
+        forward = compiled(model, first, autocast)
+        train_batches = itertools.chain([first], train_batches)
+        history.compile_seconds = time.perf_counter() - start
     bar = tqdm(range(config.max_steps), desc=desc, disable=not progress, unit="step")
     since_eval: list[float] = []
 
@@ -212,13 +279,7 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = next(train_batches)
-        _, loss = model(inputs, targets)
-        loss.backward()
-        grad_norm = clip_gradients(list(model.parameters()), config.grad_clip or float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        loss_value = loss.item()
+        loss_value, grad_norm = training_step(forward, optimizer, (inputs, targets), autocast, config.grad_clip)
         if not math.isfinite(loss_value):  # a NaN never recovers: stop now and say why
             raise CourseError(f"the training loss became {loss_value} at step {step}: the weights blew up; "
                               f"try a smaller learning_rate than {config.learning_rate:g} (or keep grad_clip on)")
@@ -227,7 +288,7 @@ def train(model, train_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], con
         history.steps.append(step)
         history.train_loss.append(loss_value)
         history.lr.append(lr)
-        history.grad_norm.append(float(grad_norm))
+        history.grad_norm.append(grad_norm)
         since_eval.append(loss_value)
         if step % 10 == 0 or step == config.max_steps - 1:
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{history.tokens_per_second:,.0f}")

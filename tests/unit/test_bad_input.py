@@ -216,7 +216,7 @@ def test_batches_come_at_once_or_are_refused_at_the_call(n_tokens, block_size, b
 TRAIN_FIELDS = dict(max_steps=SMALL_COUNT, batch_size=SMALL_COUNT, learning_rate=ANYTHING, min_lr=ANYTHING,
                     warmup_steps=SMALL_COUNT, betas=st.one_of(st.tuples(ANYTHING, ANYTHING), ANYTHING),
                     weight_decay=ANYTHING, grad_clip=st.one_of(st.none(), ANYTHING), eval_interval=SMALL_COUNT,
-                    eval_rows=st.one_of(st.none(), SMALL_COUNT))
+                    eval_rows=st.one_of(st.none(), SMALL_COUNT), bfloat16=ANYTHING, compile=ANYTHING)
 
 
 @SOME
@@ -230,6 +230,7 @@ def test_train_config_refuses_what_would_train_silently_wrong(settings_):
         assert 0 <= config.min_lr <= config.learning_rate and config.weight_decay >= 0
         assert config.grad_clip is None or (math.isfinite(config.grad_clip) and config.grad_clip > 0)
         assert all(0 <= b < 1 for b in config.betas)
+        assert isinstance(config.bfloat16, bool) and isinstance(config.compile, bool)
 
     refused_or(lambda: training.TrainConfig(**settings_), check)
 

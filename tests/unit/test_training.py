@@ -8,8 +8,10 @@ import torch
 from llmlab import corpora
 from llmlab.data import batches, cut_rows, inputs_and_targets
 from llmlab.gpt import GPT, GPTConfig
-from llmlab.training import (History, TrainConfig, check_learning_rate, clip_gradients, evaluate, learning_rate,
-                             load_model, make_optimizer, save_model, train)
+from llmlab.runtime import native_bfloat16
+from llmlab.training import (History, TrainConfig, check_learning_rate, clip_gradients, compiled, evaluate,
+                             learning_rate, load_model, make_optimizer, mixed_precision, save_model, train,
+                             training_step)
 
 SCHEDULE = dict(max_lr=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=2000)
 
@@ -72,6 +74,87 @@ def test_optimizer_decays_matrices_but_not_biases_or_norms():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def _train_a_few_steps(steps=8, *, fused=True, bfloat16=False, compile=False, seed=0, one_batch=False):
+    """(losses, final weights) of a small GPT trained on random token rows with the course's training_step
+    (one_batch: the same rows at every step, to learn by heart)."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)).train()
+    config = TrainConfig(max_steps=steps, batch_size=4, learning_rate=3e-3, bfloat16=bfloat16, compile=compile)
+    optimizer = make_optimizer(model, config, fused=fused)
+    autocast = mixed_precision(model, config.bfloat16)
+    rows = [(torch.randint(64, (4, 32), generator=g), torch.randint(64, (4, 32), generator=g))
+            for g in [torch.Generator().manual_seed(1)] for _ in range(steps)]
+    if one_batch:
+        rows = rows[:1] * steps
+    forward = compiled(model, rows[0], autocast) if compile else model
+    losses = [training_step(forward, optimizer, batch, autocast, config.grad_clip)[0] for batch in rows]
+    return losses, [p.detach().clone() for p in model.parameters()]
+
+
+def test_fused_adamw_takes_the_same_steps_as_torchs_default():
+    fused_losses, fused_weights = _train_a_few_steps(fused=True)
+    plain_losses, plain_weights = _train_a_few_steps(fused=False)
+    assert fused_losses == pytest.approx(plain_losses, rel=1e-5)
+    for a, b in zip(fused_weights, plain_weights):  # 8 steps of lr 3e-3 move a weight by up to 0.024
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_training_step_returns_the_loss_and_the_norm_before_clipping():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    reference = GPT(model.config)
+    reference.load_state_dict(model.state_dict())
+    batch = (torch.randint(50, (2, 16)), torch.randint(50, (2, 16)))
+    config = TrainConfig(max_steps=1, batch_size=2)
+    loss, norm = training_step(model, make_optimizer(model, config), batch, mixed_precision(model, False), 1.0)
+    _, want = reference(*batch)
+    want.backward()
+    assert loss == pytest.approx(want.item(), rel=1e-6)
+    assert norm == pytest.approx(float(torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)), rel=1e-5)
+    assert all(p.grad is None for p in model.parameters())  # zeroed for the next step
+    assert not torch.equal(model.lm_head.weight, reference.lm_head.weight)  # and the weights moved
+
+
+def test_bfloat16_autocast_runs_matrix_products_in_bfloat16_where_the_cpu_has_it():
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    x = torch.randn(3, 16)
+    with mixed_precision(model, True):
+        product = x @ x.T
+    assert product.dtype == (torch.bfloat16 if native_bfloat16() else torch.float32)
+    with mixed_precision(model, False):
+        assert (x @ x.T).dtype == torch.float32
+
+
+def test_bfloat16_training_learns_like_float32():
+    low, _ = _train_a_few_steps(steps=30, bfloat16=True, one_batch=True)
+    full, _ = _train_a_few_steps(steps=30, bfloat16=False, one_batch=True)
+    assert low[-1] < low[0] - 0.3 and full[-1] < full[0] - 0.3  # both learn the random rows by heart
+    assert max(abs(a - b) for a, b in zip(low, full)) < 0.1  # and take the same path, within bfloat16's precision
+
+
+def test_compiled_training_takes_the_same_steps_as_eager():
+    compiled_losses, compiled_weights = _train_a_few_steps(steps=4, compile=True)
+    eager_losses, eager_weights = _train_a_few_steps(steps=4, compile=False)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    for a, b in zip(compiled_weights, eager_weights):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_compiled_falls_back_to_the_model_with_a_message_where_compiling_fails(monkeypatch, capsys):
+    def no_compiler(model):
+        def fails(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    batch = (torch.randint(50, (2, 16)), torch.randint(50, (2, 16)))
+    assert compiled(model, batch, mixed_precision(model, False)) is model
+    assert "torch.compile does not work here (RuntimeError: no C++ compiler found); training without it." in (
+        capsys.readouterr().out)
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_a_tiny_model_learns_real_text():
     torch.manual_seed(0)
     text = corpora.shakespeare()[:50_000]
@@ -106,3 +189,16 @@ def test_save_and_load_round_trip(tmp_path):
     idx = torch.randint(60, (2, 16))
     torch.testing.assert_close(model(idx)[0], loaded(idx)[0], rtol=0, atol=0)
 
+
+
+def test_trainer_speed_compares_two_settings_side_by_side(tokenizer):
+    from llmlab.pretraining import EARLIER_SPEED_SETTINGS, pretraining_data, trainer_speed
+
+    data = pretraining_data(tokenizer)
+    same = trainer_speed(tokenizer, data, rounds=5, tokens_per_turn=2048, after=EARLIER_SPEED_SETTINGS,
+                         progress=False)
+    assert same["tokens_per_s_before"] > 0 and same["tokens_per_s_after"] > 0
+    low, high = same["speedup_quartiles"]
+    assert low <= same["speedup"] <= high
+    assert 0.5 < same["speedup"] < 2  # the same settings against themselves: about 1x, whatever the machine does
+    assert same["compile_s"] < 1  # nothing compiled
