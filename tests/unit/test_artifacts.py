@@ -66,6 +66,15 @@ def test_corrupt_entry_is_rebuilt_with_a_message(cache_dir, capsys, damage):
     assert len(builds) == 1 and torch.equal(good, rebuilt)
 
 
+def test_a_build_says_in_one_line_what_it_builds_and_how_long_it_takes(cache_dir, capsys):
+    takes = "about 2 minutes on 2 CPU cores"
+    load = lambda: artifacts.cached("toy", build=build_weights, load=load_weights, config=CONFIG, takes=takes)
+    load()
+    assert capsys.readouterr().out == f"artifact 'toy' is not cached yet; building it (once): {takes}.\n"
+    load()
+    assert capsys.readouterr().out == ""  # a cache hit says nothing
+
+
 def test_stale_entry_is_rebuilt(cache_dir, capsys):
     get()
     capsys.readouterr()
