@@ -31,6 +31,12 @@ def tables(results: dict) -> str:
     lines = [f"Artifact cache in this run: {'; '.join(caches)}.", "\n".join(rows)]
     bench = results.get("benchmarks", {})
     out = ["| benchmark | ours | reference or aim |", "|---|---|---|"]
+    speed = notebooks.get("06_pretraining", {}).get("figures", {})
+    if "trainer_speedup" in speed:
+        out.append(f"| the base model's training step against the earlier recipe, side by side (notebook 06: rows of "
+                   f"8 in bfloat16, compiled, fused AdamW; before: rows of 2 in float32) | {_value(speed['trainer_speedup'])}× "
+                   f"the tokens/s ({_value(speed['trainer_tokens_per_s_after']):,} against "
+                   f"{_value(speed['trainer_tokens_per_s_before']):,}) | aim ≥ 1.3× |")
     if "shakespeare_char" in bench:
         b = bench["shakespeare_char"]
         est = b["val_loss_20_batch_estimates"]

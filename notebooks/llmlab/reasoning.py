@@ -298,9 +298,10 @@ REASONER_CONFIG = {
         "made_up_words": by_mode(full=4000, fast=50), "made_up_seed": 5,
         "token_minimum": by_mode(full=32, fast=2),  # then training words asked again until every token they hold
                                                     # is spelled in this many questions (`rare_token_questions`)
-        "training": {"max_steps": by_mode(full=4000, fast=6), "batch_size": 2, "learning_rate": 2e-3,
+        # 6,000 steps: on the base of 4.1 M tokens, 4,000 left the held-out accuracy still climbing (92 %)
+        "training": {"max_steps": by_mode(full=6000, fast=6), "batch_size": 2, "learning_rate": 2e-3,
                      "min_lr": 2e-4, "warmup_steps": by_mode(full=20, fast=1), "betas": [0.9, 0.99],
-                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=1000, fast=3),
+                     "weight_decay": 0.0, "grad_clip": 1.0, "eval_interval": by_mode(full=1500, fast=3),
                      "eval_rows": None},
         "count_weight": 3.0,  # each count digit weighs three times a letter or a copied token in the loss
         "seed": 11,
