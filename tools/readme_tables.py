@@ -34,9 +34,9 @@ def tables(results: dict) -> str:
     speed = notebooks.get("06_pretraining", {}).get("figures", {})
     if "trainer_speedup" in speed:
         out.append(f"| the base model's training step against the earlier recipe, side by side (notebook 06: rows of "
-                   f"8 in bfloat16, compiled, fused AdamW; before: rows of 2 in float32) | {_value(speed['trainer_speedup'])}× "
-                   f"the tokens/s ({_value(speed['trainer_tokens_per_s_after']):,} against "
-                   f"{_value(speed['trainer_tokens_per_s_before']):,}) | aim ≥ 1.3× |")
+                   f"8 in bfloat16, compiled, fused AdamW; before: rows of 2 in float32) | "
+                   f"{_value(speed['trainer_speedup'])}× the tokens/s ({_value(speed['trainer_tokens_per_s_after']):,} "
+                   f"against {_value(speed['trainer_tokens_per_s_before']):,}) | aim ≥ 1.3× |")
     if "shakespeare_char" in bench:
         b = bench["shakespeare_char"]
         est = b["val_loss_20_batch_estimates"]
